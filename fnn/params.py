@@ -1,0 +1,97 @@
+"""Parameters: the `Layer` record, Glorot initialisation and read-only arrays.
+
+A network's params are a tuple of `Layer`s, input layer first. Every array in them is
+read-only, so a function that was handed params cannot change them behind the caller's
+back; updates build new arrays (see `fnn.sgd_step` and `fnn.optim`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, TypeAlias
+
+import numpy as np
+
+__all__ = ["FLOAT_DTYPES", "Layer", "Params", "freeze", "init_params", "make_rng"]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Layer(NamedTuple):
+    """One affine layer `z = a @ w + b`.
+
+    w: (d_in, d_out) float32 or float64, read-only.
+    b: (d_out,) same dtype as w, read-only.
+
+    The same record carries gradients (`grads`, same shapes as params) and, with a
+    leading batch axis, per-example gradients.
+    """
+
+    w: np.ndarray
+    b: np.ndarray
+
+
+Params: TypeAlias = tuple[Layer, ...]
+
+
+def freeze(a: np.ndarray) -> np.ndarray:
+    """Mark `a` read-only in place and return it; only for arrays fnn just created."""
+    a.flags.writeable = False
+    return a
+
+
+def make_rng(seed: int | np.random.Generator, name: str = "seed") -> np.random.Generator:
+    """A Generator from an int seed (>= 0) or an existing Generator (used as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(
+            f"{name}: expected a non-negative int or a numpy.random.Generator, "
+            f"got {type(seed).__name__} {seed!r}"
+        )
+    if seed < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {seed}")
+    return np.random.default_rng(int(seed))
+
+
+def init_params(
+    seed: int | np.random.Generator,
+    sizes: Sequence[int],
+    *,
+    dtype: type | np.dtype | str = np.float32,
+) -> Params:
+    """Glorot/Xavier-uniform weights and zero biases for an MLP of the given widths.
+
+    seed: int or numpy.random.Generator; the same seed gives bit-identical params.
+    sizes: [d_in, hidden..., n_classes], at least two positive ints. The last entry is
+        the number of classes (one output unit per class).
+    dtype: float32 (default) or float64.
+
+    Returns a tuple of `Layer(w: (sizes[l], sizes[l+1]), b: (sizes[l+1],))`, read-only.
+    Weights are drawn in float64 and then cast, so a float32 and a float64 network made
+    from the same seed agree to float32 rounding.
+    """
+    rng = make_rng(seed)
+    dt = np.dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(
+            f"sizes: expected a sequence of ints such as [784, 64, 10], "
+            f"got {type(sizes).__name__}"
+        )
+    if len(sizes) < 2:
+        raise ValueError(
+            f"sizes: expected at least two entries [d_in, ..., n_classes], got {list(sizes)}"
+        )
+    for i, s in enumerate(sizes):
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"sizes[{i}]: expected an int, got {type(s).__name__} {s!r}")
+        if s <= 0:
+            raise ValueError(f"sizes[{i}]: expected a positive width, got {s}")
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        limit = np.sqrt(6.0 / (n_in + n_out))
+        w = rng.uniform(-limit, limit, size=(int(n_in), int(n_out))).astype(dt)
+        layers.append(Layer(freeze(w), freeze(np.zeros(int(n_out), dtype=dt))))
+    return tuple(layers)

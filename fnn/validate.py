@@ -1,0 +1,166 @@
+"""Input checks, run once at the public boundary.
+
+Each check raises TypeError or ValueError with a message that names the argument, says
+what was expected and what came. Inner code (kernels, training loops) trusts its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .params import FLOAT_DTYPES, Layer, Params
+
+__all__ = ["check_grads", "check_lr", "check_params", "check_x", "check_xy", "check_y"]
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, np.ndarray):
+        return f"ndarray of shape {obj.shape} and dtype {obj.dtype}"
+    return type(obj).__name__
+
+
+def check_params(params: Any, name: str = "params") -> np.dtype:
+    """Check that `params` is a non-empty tuple of Layers whose shapes chain.
+
+    Returns the common float dtype.
+    """
+    if not isinstance(params, tuple) or isinstance(params, Layer):
+        raise TypeError(
+            f"{name}: expected a tuple of fnn.Layer (as made by fnn.init_params), "
+            f"got {_describe(params)}"
+        )
+    if not params:
+        raise ValueError(f"{name}: expected at least one Layer, got an empty tuple")
+    dtype = None
+    for i, layer in enumerate(params):
+        where = f"{name}[{i}]"
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{where}: expected an fnn.Layer(w, b), got {_describe(layer)}")
+        w, b = layer
+        if not isinstance(w, np.ndarray) or w.ndim != 2:
+            raise TypeError(f"{where}.w: expected a 2-d ndarray (d_in, d_out), got {_describe(w)}")
+        if not isinstance(b, np.ndarray) or b.ndim != 1:
+            raise TypeError(f"{where}.b: expected a 1-d ndarray (d_out,), got {_describe(b)}")
+        if w.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{where}.w: expected dtype float32 or float64, got {w.dtype}")
+        if dtype is None:
+            dtype = w.dtype
+        if w.dtype != dtype or b.dtype != dtype:
+            raise TypeError(
+                f"{where}: expected w and b of the network's dtype {dtype}, "
+                f"got w {w.dtype} and b {b.dtype}"
+            )
+        if b.shape[0] != w.shape[1]:
+            raise ValueError(
+                f"{where}.b: expected shape ({w.shape[1]},) to match w {w.shape}, got {b.shape}"
+            )
+        if w.shape[0] == 0 or w.shape[1] == 0:
+            raise ValueError(f"{where}.w: expected positive widths, got shape {w.shape}")
+        if i > 0 and params[i - 1].w.shape[1] != w.shape[0]:
+            raise ValueError(
+                f"{where}.w: expected {params[i - 1].w.shape[1]} input rows to chain with "
+                f"{name}[{i - 1}].w of shape {params[i - 1].w.shape}, got shape {w.shape}"
+            )
+    assert dtype is not None
+    return dtype
+
+
+def check_grads(grads: Any, params: Params, name: str = "grads") -> None:
+    """Check that `grads` has exactly the structure, shapes and dtype of `params`."""
+    if not isinstance(grads, tuple) or isinstance(grads, Layer):
+        raise TypeError(
+            f"{name}: expected a tuple of fnn.Layer like params, got {_describe(grads)}"
+        )
+    if len(grads) != len(params):
+        raise ValueError(f"{name}: expected {len(params)} layers like params, got {len(grads)}")
+    for i, (g, p) in enumerate(zip(grads, params)):
+        if not isinstance(g, Layer):
+            raise TypeError(f"{name}[{i}]: expected an fnn.Layer(w, b), got {_describe(g)}")
+        for field, ga, pa in (("w", g.w, p.w), ("b", g.b, p.b)):
+            if not isinstance(ga, np.ndarray) or ga.shape != pa.shape or ga.dtype != pa.dtype:
+                raise ValueError(
+                    f"{name}[{i}].{field}: expected shape {pa.shape} and dtype {pa.dtype} "
+                    f"like params, got {_describe(ga)}"
+                )
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    # A sum is finite only if every term is (inf or nan propagate), and costs far less
+    # than isfinite().all(); overflow of large finite values falls back to the full test.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if math.isfinite(float(np.add.reduce(a, axis=None))):
+            return True
+    return bool(np.isfinite(a).all())
+
+
+def check_x(x: Any, params: Params, dtype: np.dtype, name: str = "x") -> tuple[np.ndarray, bool]:
+    """Check inputs `x: (batch, d_in)` or `(d_in,)` of the params' dtype, finite, non-empty.
+
+    Returns (x as a C-contiguous (batch, d_in) array, whether a single example was given).
+    """
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    d_in = params[0].w.shape[0]
+    if x.ndim not in (1, 2):
+        raise ValueError(f"{name}: expected shape (batch, {d_in}) or ({d_in},), got {x.shape}")
+    if x.shape[-1] != d_in:
+        raise ValueError(
+            f"{name}: expected {d_in} features (params[0].w has {d_in} rows), "
+            f"got shape {x.shape}"
+        )
+    if x.dtype != dtype:
+        raise TypeError(
+            f"{name}: expected dtype {dtype} (the params' dtype), got {x.dtype}; "
+            f"cast with x.astype(np.{dtype})"
+        )
+    single = x.ndim == 1
+    if single:
+        x = x.reshape(1, d_in)
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one example, got an empty batch {x.shape}")
+    if not _all_finite(x):
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise ValueError(
+            f"{name}: expected finite values, got {x[tuple(bad)]} at index {tuple(bad.tolist())}"
+        )
+    return np.ascontiguousarray(x), single
+
+
+def check_y(y: Any, n: int, n_classes: int, single: bool, name: str = "y") -> np.ndarray:
+    """Check integer labels `y: (n,)` in [0, n_classes); a scalar label when `single`.
+
+    Returns y as a C-contiguous int64 array of shape (n,).
+    """
+    y = np.asarray(y)
+    if single and y.ndim == 0:
+        y = y.reshape(1)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class labels, got dtype {y.dtype}")
+    if y.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), one label per example, got {y.shape}")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= n_classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"{name}: expected labels in [0, {n_classes - 1}] ({n_classes} classes), got {bad}"
+        )
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def check_xy(x: Any, y: Any, params: Any) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+    """check_params, check_x and check_y together; returns (x2d, y, dtype)."""
+    dtype = check_params(params)
+    x2, single = check_x(x, params, dtype)
+    return x2, check_y(y, x2.shape[0], params[-1].w.shape[1], single), dtype
+
+
+def check_lr(lr: Any, name: str = "lr") -> float:
+    """Check a learning rate: a finite, positive real number."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a positive float, got {type(lr).__name__} {lr!r}")
+    if not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"{name}: expected a finite, positive float, got {lr}")
+    return float(lr)
