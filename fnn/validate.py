@@ -13,7 +13,16 @@ import numpy as np
 
 from .params import FLOAT_DTYPES, Layer, Params
 
-__all__ = ["check_grads", "check_lr", "check_params", "check_x", "check_xy", "check_y"]
+__all__ = [
+    "check_grads",
+    "check_int",
+    "check_lr",
+    "check_params",
+    "check_real",
+    "check_x",
+    "check_xy",
+    "check_y",
+]
 
 
 def _describe(obj: Any) -> str:
@@ -164,3 +173,29 @@ def check_lr(lr: Any, name: str = "lr") -> float:
     if not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"{name}: expected a finite, positive float, got {lr}")
     return float(lr)
+
+
+def check_real(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = False,
+               hi_open: bool = False) -> float:
+    """A finite real in [lo, hi], open at either end when asked; returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    if (
+        not math.isfinite(v)
+        or v < lo or (lo_open and v == lo)
+        or v > hi or (hi_open and v == hi)
+    ):
+        raise ValueError(f"{name}: expected a value in {left}{lo}, {hi}{right}, got {value}")
+    return v
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """An int (not a bool) >= minimum; returned as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)

@@ -1,0 +1,563 @@
+"""Training: `fit` runs seeded minibatch training and returns one resumable `TrainState`.
+
+    state = fit(None, (x, y, x_test, y_test), TrainConfig(sizes=(784, 64, 10)))
+    state.params, state.history.eval_accuracy[-1]
+    state = fit(None, data, resume=state._replace(config=...))   # or load_checkpoint(...)
+
+Reproducibility: everything random comes from `config.seed` through two independent
+streams, one for the initial params and one for the batch order of each epoch. The same
+seed, config, data and backend give bit-identical params and history (wall times aside),
+and a run resumed from any `TrainState`, mid-epoch too, ends bit-identical to one that
+never stopped: the state holds the batch-order RNG's state at the start of the current
+epoch and the number of batches done in it.
+
+The data and config are validated once, up front; the loop then runs `backprop_unchecked`
+and the optimizer. `fit` prints nothing: progress and checkpoints go through callbacks
+(see `Event` and `fnn.checkpoint.checkpoint_callback`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .backends import BACKENDS, get_backend, get_ops
+from .data import batch_indices
+from .mlp import activations_unchecked, backprop_unchecked
+from .optim import (
+    Optimizer,
+    Schedule,
+    adam,
+    constant_schedule,
+    cosine_decay,
+    exponential_decay,
+    sgd,
+    step_decay,
+)
+from .params import FLOAT_DTYPES, Params, init_params
+from .validate import check_int, check_params, check_real, check_x, check_y
+
+__all__ = [
+    "OPTIMIZERS",
+    "RESUMABLE_CHANGES",
+    "SCHEDULES",
+    "Event",
+    "History",
+    "TrainConfig",
+    "TrainState",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "check_config",
+    "evaluate",
+    "fit",
+    "make_optimizer",
+    "rng_from_state",
+    "steps_per_epoch",
+]
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+SCHEDULES = ("constant", "step", "exp", "cosine")
+# Config fields a resumed run may change: they alter neither the data order nor the math
+# of a step already taken (a longer run with a cosine schedule does change its horizon).
+RESUMABLE_CHANGES = ("epochs", "eval_every", "backend")
+
+
+class TrainConfig(NamedTuple):
+    """Everything that defines a run. All fields are JSON-able scalars (sizes a tuple).
+
+    sizes: network widths [d_in, hidden..., n_classes].
+    optimizer: "sgd" (the notebook's), "momentum", "nesterov" (both use `momentum`) or
+        "adam" (b1=0.9, b2=0.999; weight decay decoupled, as AdamW).
+    schedule: "constant"; "step" (lr times decay_rate every decay_epochs epochs, in
+        stairs); "exp" (the same decay, smooth); "cosine" (to 0 at the last step, after
+        warmup_steps of linear warm-up).
+    weight_decay: L2 penalty on the weights (not biases).
+    seed: the run's only source of randomness (initial params and batch order).
+    backend: "numba", "numpy", or None for `fnn.get_backend()` at the start of the run.
+    dtype: "float32" or "float64", of params, data and optimizer state.
+    eval_every: evaluate on the validation set every this many steps (0: only at the end
+        of each epoch; an epoch end always evaluates, and so does step 0).
+    drop_last: drop each epoch's last, partial batch instead of training on it.
+    """
+
+    sizes: tuple[int, ...] = (784, 64, 10)
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    schedule: str = "constant"
+    decay_rate: float = 0.5
+    decay_epochs: float = 3.0
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    seed: int = 0
+    backend: str | None = None
+    dtype: str = "float32"
+    eval_every: int = 0
+    drop_last: bool = False
+
+
+class History(NamedTuple):
+    """What a run measured, as arrays (float64 unless noted).
+
+    loss: (steps,) training loss of each step's batch, before its update.
+    lr: (steps,) learning rate of each step.
+    eval_step: (evals,) int64, the number of steps done when each evaluation ran.
+    eval_loss, eval_accuracy: (evals,) on the validation set.
+    eval_time: (evals,) seconds of wall time spent in the run so far (not reproducible).
+    """
+
+    loss: np.ndarray
+    lr: np.ndarray
+    eval_step: np.ndarray
+    eval_loss: np.ndarray
+    eval_accuracy: np.ndarray
+    eval_time: np.ndarray
+
+
+class TrainState(NamedTuple):
+    """A run at a step boundary: all that is needed to continue it bit-identically.
+
+    params, opt_state: the network and its optimizer state after `step` updates.
+    rng_state: the batch-order Generator's `bit_generator.state` at the start of the
+        current epoch (a JSON-able dict; never mutated).
+    step: updates done. epoch: epochs completed. batch: batches done in the current epoch.
+    config: the run's TrainConfig (backend resolved, dtype a name).
+    history: the measurements so far.
+    elapsed: seconds of wall time spent training so far.
+    data_fingerprint: sizes and a hash of the training labels, to refuse resuming on
+        other data.
+    """
+
+    params: Params
+    opt_state: Any
+    rng_state: dict
+    step: int
+    epoch: int
+    batch: int
+    config: TrainConfig
+    history: History
+    elapsed: float
+    data_fingerprint: str
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+
+class Event(NamedTuple):
+    """What a callback is told, after a step, an evaluation or an epoch end.
+
+    kind: "start", "step", "eval", "epoch" or "end". step: updates done; epoch: epochs
+    completed; total_steps: steps of the whole run. loss, lr: the last step's (nan at
+    start). eval_loss, eval_accuracy: the latest evaluation's (nan if none yet).
+    state(): the full TrainState at this point, built on demand (costs O(steps)).
+    """
+
+    kind: str
+    step: int
+    epoch: int
+    total_steps: int
+    loss: float
+    lr: float
+    eval_loss: float
+    eval_accuracy: float
+    state: Callable[[], TrainState]
+
+
+Callback = Callable[[Event], None]
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became nan or inf. `step` is the failing step's index (the
+    number of updates done before it); `state` is the last good state, before it."""
+
+    def __init__(self, message: str, step: int, state: TrainState) -> None:
+        super().__init__(message)
+        self.step = step
+        self.state = state
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `fit`; `state` is the last complete step's TrainState (resumable)."""
+
+    def __init__(self, state: TrainState) -> None:
+        super().__init__(f"training interrupted after step {state.step}")
+        self.state = state
+
+
+# ---------------------------------------------------------------- validation
+def _fail_type(name: str, expected: str, value: Any) -> TypeError:
+    return TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def _int_field(cfg: TrainConfig, name: str, minimum: int) -> int:
+    return check_int(getattr(cfg, name), f"config.{name}", minimum)
+
+
+def _real_field(cfg: TrainConfig, name: str, lo: float, hi: float, lo_open: bool = False,
+                hi_open: bool = False) -> float:
+    return check_real(getattr(cfg, name), f"config.{name}", lo, hi, lo_open=lo_open,
+                      hi_open=hi_open)
+
+
+def _choice_field(cfg: TrainConfig, name: str, choices: Sequence[str]) -> str:
+    value = getattr(cfg, name)
+    if value not in choices:
+        raise ValueError(f"config.{name}: expected one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def _dtype_name(dtype: Any, name: str) -> str:
+    try:
+        dt = None if dtype is None else np.dtype(dtype)  # np.dtype(None) is float64
+    except TypeError:
+        dt = None
+    if dt is None or dt not in FLOAT_DTYPES:  # (np.dtype == None compares as float64)
+        raise TypeError(f"{name}: expected 'float32' or 'float64', got {dtype!r}")
+    return dt.name
+
+
+def check_config(config: Any) -> TrainConfig:
+    """Validate a TrainConfig; returns it normalised (plain ints and floats, backend
+    resolved, dtype a name)."""
+    if not isinstance(config, TrainConfig):
+        raise _fail_type("config", "an fnn.train.TrainConfig", config)
+    sizes = config.sizes
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise _fail_type("config.sizes", "a sequence of ints such as (784, 64, 10)", sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"config.sizes: expected [d_in, ..., n_classes], got {list(sizes)}")
+    for i, s in enumerate(sizes):
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise _fail_type(f"config.sizes[{i}]", "an int", s)
+        if s < 1:
+            raise ValueError(f"config.sizes[{i}]: expected a positive width, got {s}")
+    if sizes[-1] < 2:
+        raise ValueError(f"config.sizes[-1]: expected at least 2 classes, got {sizes[-1]}")
+    backend = get_backend() if config.backend is None else config.backend
+    if backend not in BACKENDS:
+        raise ValueError(f"config.backend: expected one of {BACKENDS} or None, got {backend!r}")
+    dtype = _dtype_name(config.dtype, "config.dtype")
+    if not isinstance(config.drop_last, (bool, np.bool_)):
+        raise _fail_type("config.drop_last", "a bool", config.drop_last)
+    optimizer = _choice_field(config, "optimizer", OPTIMIZERS)
+    momentum = _real_field(config, "momentum", 0.0, 1.0, hi_open=True)
+    if optimizer in ("momentum", "nesterov") and momentum == 0:
+        raise ValueError(f"config.momentum: optimizer {optimizer!r} needs momentum > 0, got 0")
+    return config._replace(
+        sizes=tuple(int(s) for s in sizes),
+        epochs=_int_field(config, "epochs", 1),
+        batch_size=_int_field(config, "batch_size", 1),
+        lr=_real_field(config, "lr", 0.0, math.inf, lo_open=True, hi_open=True),
+        optimizer=optimizer,
+        momentum=momentum,
+        schedule=_choice_field(config, "schedule", SCHEDULES),
+        decay_rate=_real_field(config, "decay_rate", 0.0, 1.0, lo_open=True),
+        decay_epochs=_real_field(config, "decay_epochs", 0.0, math.inf, lo_open=True,
+                                 hi_open=True),
+        warmup_steps=_int_field(config, "warmup_steps", 0),
+        weight_decay=_real_field(config, "weight_decay", 0.0, math.inf, hi_open=True),
+        seed=_int_field(config, "seed", 0),
+        backend=backend,
+        dtype=dtype,
+        eval_every=_int_field(config, "eval_every", 0),
+        drop_last=bool(config.drop_last),
+    )
+
+
+def _check_data(data: Any, params: Params, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """(x, y, x_val, y_val) checked; x_val and y_val may be None."""
+    if not isinstance(data, Sequence) or len(data) not in (2, 4):
+        raise TypeError(
+            "data: expected (x, y) or (x, y, x_val, y_val) with x: (n, d_in) floats and "
+            f"y: (n,) int labels, got {type(data).__name__}"
+            + (f" of length {len(data)}" if isinstance(data, Sequence) else "")
+        )
+    n_classes = params[-1].w.shape[1]
+    out = []
+    for x_name, y_name in (("x", "y"), ("x_val", "y_val"))[: len(data) // 2]:
+        i = len(out)
+        x, y = data[i], data[i + 1]
+        if x_name == "x_val" and x is None and y is None:
+            out += [None, None]
+            continue
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise TypeError(
+                f"data.{x_name}: expected a 2-d ndarray (n, {params[0].w.shape[0]}), "
+                f"got {type(x).__name__}" + (f" of shape {x.shape}" if hasattr(x, "shape") else "")
+            )
+        x, _ = check_x(x, params, dtype, f"data.{x_name}")
+        out += [x, check_y(y, x.shape[0], n_classes, False, f"data.{y_name}")]
+    if len(out) == 2:
+        out += [None, None]
+    return tuple(out)
+
+
+def _fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(y, dtype=np.int64).tobytes()).hexdigest()
+    return f"n={x.shape[0]} d={x.shape[1]} labels-sha256={digest[:16]}"
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """Number of batches in an epoch of n examples."""
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def make_optimizer(config: TrainConfig, n_train: int) -> tuple[Optimizer, Schedule]:
+    """The optimizer and lr schedule a (validated) config describes, for n_train examples."""
+    per_epoch = steps_per_epoch(n_train, config.batch_size, config.drop_last)
+    decay_steps = max(1.0, config.decay_epochs * per_epoch)
+    lr = config.lr
+    schedule = {
+        "constant": lambda: constant_schedule(lr),
+        "step": lambda: step_decay(lr, config.decay_rate, round(decay_steps)),
+        "exp": lambda: exponential_decay(lr, config.decay_rate, decay_steps),
+        "cosine": lambda: cosine_decay(lr, config.epochs * per_epoch,
+                                       warmup_steps=config.warmup_steps),
+    }[config.schedule]()
+    if config.optimizer == "adam":
+        return adam(schedule, weight_decay=config.weight_decay), schedule
+    momentum = 0.0 if config.optimizer == "sgd" else config.momentum
+    opt = sgd(schedule, momentum=momentum, nesterov=config.optimizer == "nesterov",
+              weight_decay=config.weight_decay)
+    return opt, schedule
+
+
+def evaluate(
+    params: Params, x: np.ndarray, y: np.ndarray, *, backend: str | None = None
+) -> tuple[float, float]:
+    """(mean loss, accuracy) on (x: (n, d_in), y: (n,)) in one batched forward pass."""
+    x2, _ = check_x(x, params, check_params(params))
+    y2 = check_y(y, x2.shape[0], params[-1].w.shape[1], False)
+    return _evaluate(get_ops(backend), params, x2, y2)
+
+
+def _evaluate(ops: Any, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    logits = activations_unchecked(ops, params, x)[-1]
+    return float(ops.softmax_xent_loss(logits, y)), float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+def _new_rng_state(seed: int) -> tuple[np.random.Generator, dict]:
+    """Independent streams for the initial params and the batch order, from one seed."""
+    init_seq, order_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(init_seq), np.random.default_rng(order_seq).bit_generator.state
+
+
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
+
+
+def rng_from_state(state: dict) -> np.random.Generator:
+    """A Generator in the given `bit_generator.state` (as stored in TrainState.rng_state)."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in _BIT_GENERATORS:
+        raise ValueError(
+            f"rng_state: expected the state of one of NumPy's bit generators "
+            f"{_BIT_GENERATORS}, got {type(state).__name__} naming {name!r}"
+        )
+    bit_generator = getattr(np.random, name)()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+def _empty_history() -> History:
+    f = np.zeros(0)
+    return History(f, f, np.zeros(0, dtype=np.int64), f, f, f)
+
+
+def _check_resume(state: Any, config: TrainConfig | None) -> TrainConfig:
+    if not isinstance(state, TrainState):
+        raise _fail_type("resume", "an fnn.train.TrainState", state)
+    if config is None:
+        return state.config
+    config = check_config(config)
+    old = state.config
+    changed = [f for f in TrainConfig._fields if getattr(config, f) != getattr(old, f)
+               and f not in RESUMABLE_CHANGES]
+    if changed:
+        diffs = ", ".join(f"{f}={getattr(old, f)!r} -> {getattr(config, f)!r}" for f in changed)
+        raise ValueError(
+            f"config: a resumed run may change only {RESUMABLE_CHANGES}, got {diffs}"
+        )
+    return config
+
+
+class _Cursor(NamedTuple):
+    """The committed position of the loop, replaced by one assignment per step so an
+    interrupt never sees half an update."""
+
+    params: Params
+    opt_state: Any
+    step: int
+    epoch: int
+    batch: int
+    rng_state: dict
+
+
+def fit(
+    params: Params | None,
+    data: Sequence[np.ndarray | None],
+    config: TrainConfig | None = None,
+    *,
+    resume: TrainState | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> TrainState:
+    """Train an MLP by minibatch gradient descent; returns the final TrainState.
+
+    params: the initial network, or None to draw it from `config.seed` (Glorot).
+    data: (x, y) or (x, y, x_val, y_val); x: (n, d_in) of config.dtype, y: (n,) int
+        labels in [0, n_classes). With a validation set, the history records its loss and
+        accuracy at step 0, every `config.eval_every` steps and at each epoch end.
+    config: a TrainConfig; None means TrainConfig() or, when resuming, resume.config.
+    resume: a TrainState to continue (params must then be None). Only the fields in
+        RESUMABLE_CHANGES of its config may differ from `config`.
+    callbacks: functions called with an Event after each step, evaluation and epoch, and
+        at start and end.
+
+    Raises TrainingDiverged when a step's loss is not finite (its `state` is the last
+    good one) and TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the state of
+    the last complete step. Returns the state after config.epochs epochs: `.params` and
+    `.history` are the results.
+    """
+    if resume is not None:
+        if params is not None:
+            raise ValueError("params: expected None when resuming (the state holds them)")
+        config = check_config(_check_resume(resume, config))
+        params = resume.params
+    else:
+        config = check_config(TrainConfig() if config is None else config)
+    dtype = np.dtype(config.dtype)
+    if params is None:
+        init_rng, rng_state = _new_rng_state(config.seed)
+        params = init_params(init_rng, config.sizes, dtype=dtype)
+    else:
+        _, rng_state = _new_rng_state(config.seed)
+        if check_params(params) != dtype:
+            raise TypeError(
+                f"params: expected dtype {dtype} (config.dtype), got {params[0].w.dtype}"
+            )
+        sizes = (params[0].w.shape[0], *(p.w.shape[1] for p in params))
+        if sizes != config.sizes:
+            raise ValueError(f"params: expected sizes {config.sizes} (config.sizes), got {sizes}")
+    x, y, x_val, y_val = _check_data(data, params, dtype)
+    if steps_per_epoch(x.shape[0], config.batch_size, config.drop_last) == 0:
+        raise ValueError(
+            f"config.batch_size: {config.batch_size} with drop_last leaves no batch of "
+            f"{x.shape[0]} training examples"
+        )
+    fingerprint = _fingerprint(x, y)
+    optimizer, schedule = make_optimizer(config, x.shape[0])
+    if resume is None:
+        state = TrainState(params, optimizer.init(params), rng_state, 0, 0, 0, config,
+                           _empty_history(), 0.0, fingerprint)
+    else:
+        if resume.data_fingerprint != fingerprint:
+            raise ValueError(
+                f"data: the run being resumed trained on ({resume.data_fingerprint}), "
+                f"got ({fingerprint})"
+            )
+        state = resume._replace(config=config)
+    return _run(state, (x, y, x_val, y_val), optimizer, schedule, tuple(callbacks))
+
+
+def _run(
+    state: TrainState,
+    data: tuple[np.ndarray, ...],
+    optimizer: Optimizer,
+    schedule: Schedule,
+    callbacks: tuple[Callback, ...],
+) -> TrainState:
+    """The training loop over validated inputs."""
+    x, y, x_val, y_val = data
+    config = state.config
+    ops = get_ops(config.backend)
+    n, bs = x.shape[0], config.batch_size
+    per_epoch = steps_per_epoch(n, bs, config.drop_last)
+    total_steps = per_epoch * config.epochs
+    eval_every = config.eval_every
+    h = state.history
+    losses, lrs = h.loss.tolist(), h.lr.tolist()
+    evals = list(zip(h.eval_step.tolist(), h.eval_loss.tolist(), h.eval_accuracy.tolist(),
+                     h.eval_time.tolist()))
+    cur = _Cursor(state.params, state.opt_state, state.step, state.epoch, state.batch,
+                  state.rng_state)
+    t0 = time.perf_counter() - state.elapsed
+
+    def snapshot(c: _Cursor | None = None) -> TrainState:
+        c = cur if c is None else c  # one read of the committed position
+        ev = [e for e in evals if e[0] <= c.step]
+        history = History(
+            np.array(losses[: c.step], dtype=np.float64),
+            np.array(lrs[: c.step], dtype=np.float64),
+            np.array([e[0] for e in ev], dtype=np.int64),
+            *(np.array([e[k] for e in ev], dtype=np.float64) for k in (1, 2, 3)),
+        )
+        return TrainState(c.params, c.opt_state, c.rng_state, c.step, c.epoch, c.batch, config,
+                          history, time.perf_counter() - t0, state.data_fingerprint)
+
+    def notify(kind: str) -> None:
+        if callbacks:
+            last = evals[-1] if evals else (0, math.nan, math.nan, 0.0)
+            event = Event(kind, cur.step, cur.epoch, total_steps,
+                          losses[-1] if losses else math.nan, lrs[-1] if lrs else math.nan,
+                          last[1], last[2], functools.partial(snapshot, cur))
+            for callback in callbacks:
+                callback(event)
+
+    def measure(params: Params, step: int) -> tuple[int, float, float, float] | None:
+        if x_val is None:
+            return None
+        return (step, *_evaluate(ops, params, x_val, y_val), time.perf_counter() - t0)
+
+    try:
+        if cur.step == 0 and not evals and (ev := measure(cur.params, 0)):
+            evals.append(ev)
+        notify("start")
+        while cur.epoch < config.epochs:
+            rng = rng_from_state(cur.rng_state)
+            batches = batch_indices(n, bs, rng, drop_last=config.drop_last)
+            next_rng_state = rng.bit_generator.state
+            for b in range(cur.batch, len(batches)):
+                idx = batches[b]
+                step = cur.step
+                lr = float(schedule(step))
+                value, grads = backprop_unchecked(ops, cur.params, x[idx], y[idx])
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"training loss is {value} at step {step} (epoch {cur.epoch}, batch "
+                        f"{b}, lr {lr:g}); lower the lr or check the data. The state before "
+                        f"this step is kept.", step, snapshot())
+                new_params, new_opt_state = optimizer.update(grads, cur.opt_state, cur.params)
+                end = b + 1 == len(batches)
+                ev = measure(new_params, step + 1) if end or (
+                    eval_every and (step + 1) % eval_every == 0) else None
+                # Commit: the lists may run ahead of `cur`; snapshot() trims them to it.
+                losses.append(value)
+                lrs.append(lr)
+                if ev:
+                    evals.append(ev)
+                if end:
+                    cur = _Cursor(new_params, new_opt_state, step + 1, cur.epoch + 1, 0,
+                                  next_rng_state)
+                else:
+                    cur = _Cursor(new_params, new_opt_state, step + 1, cur.epoch, b + 1,
+                                  cur.rng_state)
+                notify("step")
+                if ev:
+                    notify("eval")
+                if end:
+                    notify("epoch")
+        final = snapshot()
+        notify("end")
+        return final
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, TrainingInterrupted):
+            raise
+        raise TrainingInterrupted(snapshot()) from None

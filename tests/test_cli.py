@@ -1,0 +1,205 @@
+"""The command line, run in-process on tiny MNIST runs (--limit, one or two epochs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from test_train import patch_backprop
+
+import fnn.cli
+import fnn.train
+from fnn.checkpoint import load_checkpoint
+from fnn.cli import main
+from fnn.train import TrainConfig
+
+pytest.importorskip("datasets")
+pytest.importorskip("matplotlib")
+
+TINY = ["train", "--limit", "640", "--batch-size", "64", "--quiet"]  # 10 steps an epoch
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def same_params(a, b):
+    return all(np.array_equal(x.w, y.w) and np.array_equal(x.b, y.b) for x, y in zip(a, b))
+
+
+def test_train_writes_checkpoint_history_config_and_plot(tmp_path, capsys):
+    code, out, err = run(capsys, *TINY, "--epochs", 2, "--eval-every", 4, "--out", tmp_path)
+    assert code == 0 and err == ""
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["loss"]) == len(history["lr"]) == 20
+    assert history["eval_step"] == [0, 4, 8, 10, 12, 16, 20]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["train"]["sizes"] == [784, 64, 10] and config["limit"] == 640
+    assert config["train"]["optimizer"] == "sgd" and config["dataset"] is None
+    state = load_checkpoint(tmp_path / "checkpoint.npz", sizes=(784, 64, 10))
+    assert state.finished and state.step == 20
+    assert state.history.loss.tolist() == history["loss"]
+    png = (tmp_path / "training.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    accuracy = 100 * history["eval_accuracy"][-1]
+    assert out.startswith(f"final test accuracy: {accuracy:.2f}% on 10000 examples (784-64-10")
+    assert len(out.splitlines()) == 1
+
+
+def test_progress_bar_on_stderr_with_loss_and_accuracy(tmp_path, capsys):
+    argv = [a for a in TINY if a != "--quiet"]
+    code, out, err = run(capsys, *argv, "--epochs", 1, "--hidden", "32,16", "--out", tmp_path)
+    assert code == 0 and len(out.splitlines()) == 1 and "(784-32-16-10" in out
+    assert "10/10" in err and "loss=" in err and "test_acc=" in err
+
+
+def test_no_arguments_train_the_notebook_net_on_the_shipped_mnist(tmp_path, monkeypatch, capsys):
+    seen = {}
+    real_fit, real_load = fnn.cli.fit, fnn.cli._load_data
+
+    def load(dataset, dtype, limit, quiet):
+        seen["data"] = (dataset, dtype, limit)
+        return real_load(dataset, dtype, 128, quiet)  # keep the test quick
+
+    def spy_fit(params, data, config, **kwargs):
+        seen["config"] = config
+        return real_fit(params, data, config._replace(epochs=1), **kwargs)
+
+    monkeypatch.setattr(fnn.cli, "_load_data", load)
+    monkeypatch.setattr(fnn.cli, "fit", spy_fit)
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 0
+    assert seen["data"] == (None, "float32", None)  # None: fnn.data's shipped copy
+    assert seen["config"] == TrainConfig(sizes=(784, 64, 10), epochs=10, batch_size=64,
+                                         lr=0.1, optimizer="sgd", backend=fnn.get_backend())
+    assert "final test accuracy" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "train" / "checkpoint.npz").exists()
+    assert main(["--epochs", "1", "--quiet"]) == 0  # options without a command: train
+
+
+def test_resume_continues_bit_identically(tmp_path, capsys):
+    opts = [*TINY, "--optimizer", "adam", "--lr", "0.003", "--schedule", "exp", "--seed", 7]
+    assert run(capsys, *opts, "--epochs", 2, "--out", tmp_path / "whole")[0] == 0
+    assert run(capsys, *opts, "--epochs", 1, "--out", tmp_path / "part")[0] == 0
+    code, out, _ = run(capsys, "train", "--resume", tmp_path / "part", "--epochs", 2, "--quiet")
+    assert code == 0 and str(tmp_path / "part") in out
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoint.npz")
+    resumed = load_checkpoint(tmp_path / "part" / "checkpoint.npz")
+    assert resumed.step == whole.step == 20
+    assert same_params(resumed.params, whole.params)
+    assert np.array_equal(resumed.history.loss, whole.history.loss)
+    history = json.loads((tmp_path / "part" / "history.json").read_text())
+    assert history["eval_accuracy"] == whole.history.eval_accuracy.tolist()
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_identically(tmp_path, monkeypatch, capsys):
+    opts = [*TINY, "--epochs", 2, "--optimizer", "nesterov", "--lr", "0.05"]
+    assert run(capsys, *opts, "--out", tmp_path / "whole")[0] == 0
+    patch_backprop(monkeypatch, 14, "ctrl-c")  # Ctrl-C during the 14th step
+    code, out, err = run(capsys, *opts, "--out", tmp_path / "cut")
+    assert code == 130 and out == ""
+    assert f"interrupted after step 13; checkpoint saved to {tmp_path / 'cut'}" in err
+    assert f"fnn train --resume {tmp_path / 'cut'}" in err
+    state = load_checkpoint(tmp_path / "cut" / "checkpoint.npz")
+    assert (state.step, state.epoch, state.batch) == (13, 1, 3)
+    assert len(json.loads((tmp_path / "cut" / "history.json").read_text())["loss"]) == 13
+    monkeypatch.undo()
+    assert run(capsys, "train", "--resume", tmp_path / "cut", "--quiet")[0] == 0
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoint.npz")
+    resumed = load_checkpoint(tmp_path / "cut" / "checkpoint.npz")
+    assert same_params(resumed.params, whole.params)
+
+
+def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    patch_backprop(monkeypatch, 7, "nan")
+    code, _, err = run(capsys, *TINY, "--epochs", 1, "--checkpoint-every", 2, "--out", tmp_path)
+    assert code == 1
+    assert len(err.splitlines()) == 1 and err.startswith("fnn: error: training loss is nan at step 6")
+    assert "the last good checkpoint is" in err
+    assert load_checkpoint(tmp_path / "checkpoint.npz").step == 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--epochs", "0"], "argument --epochs: expected an int >= 1, got 0"),
+    (["train", "--epochs", "ten"], "argument --epochs: expected an int, got 'ten'"),
+    (["train", "--hidden", "64,0"], "argument --hidden: expected positive widths"),
+    (["train", "--hidden", "64x"], "argument --hidden: expected comma-separated widths"),
+    (["train", "--lr", "-1"], "argument --lr: expected a number in (0.0, inf]"),
+    (["train", "--momentum", "1.5"], "argument --momentum"),
+    (["train", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+    (["train", "--backend", "cuda"], "argument --backend: invalid choice"),
+    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["check", "--mode", "fast"], "argument --mode: invalid choice"),
+    (["train", "--optimizer", "momentum", "--momentum", "0", "--limit", "64"],
+     "--momentum: optimizer 'momentum' needs momentum > 0"),
+    (["train", "--limit", "64", "--batch-size", "100", "--dataset", "/nonexistent/mnist"],
+     "source: no folder /nonexistent/mnist"),
+    (["train", "--resume", "/nonexistent/run"], "no such checkpoint file"),
+])
+def test_bad_options_give_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, but never into the checkout
+    code, out, err = run(capsys, *argv)
+    assert list(tmp_path.iterdir()) == []
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("fnn: error: "), err
+    assert message in err
+
+
+def test_bad_resumes_give_one_line_and_exit_2(tmp_path, capsys):
+    assert run(capsys, *TINY, "--epochs", 1, "--out", tmp_path)[0] == 0
+    ckpt = tmp_path / "checkpoint.npz"
+    code, _, err = run(capsys, "train", "--resume", tmp_path, "--lr", "0.5", "--seed", 1)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "--lr, --seed cannot change when resuming" in err
+    code, _, err = run(capsys, "train", "--resume", ckpt, "--limit", 100)
+    assert code == 2 and "--limit cannot change when resuming (the run used 640)" in err
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    code, _, err = run(capsys, "train", "--resume", tmp_path)
+    assert code == 2 and len(err.splitlines()) == 1 and "truncated or corrupted" in err
+
+
+def test_help_exits_0(capsys):
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0 and "--resume" in out and "--hidden" in out
+
+
+def test_check_command_passes_and_fails(monkeypatch, capsys):
+    gradcheck = pytest.importorskip("fnn.gradcheck")
+    code, out, _ = run(capsys, "check", "--sizes", "7,6,5", "--batch", 3, "--seed", 2)
+    assert code == 0 and out.strip()
+    real = gradcheck.check_gradients
+
+    def doubled(params, x, y, **kwargs):  # a planted bug: gradients twice too large
+        def grad_fn(p, xx, yy, **kw):
+            value, grads = fnn.backprop(p, xx, yy, **kw)
+            return value, tuple(type(g)(2 * g.w, 2 * g.b) for g in grads)
+        return real(params, x, y, grad_fn=grad_fn, **kwargs)
+
+    monkeypatch.setattr(gradcheck, "check_gradients", doubled)
+    code, out, _ = run(capsys, "check", "--sizes", "7,6,5", "--batch", 3)
+    assert code == 1 and out.strip()
+
+
+def test_python_dash_m_and_light_imports():
+    # The entry point runs as a module, and importing the training modules does not pull
+    # in the heavy optional dependencies (they load when a command needs them).
+    code = textwrap.dedent("""
+        import sys
+        import fnn.cli, fnn.plot, fnn.train, fnn.checkpoint, fnn.optim
+        heavy = {"matplotlib", "tqdm", "datasets", "pyarrow"} & set(sys.modules)
+        assert not heavy, heavy
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)
+    result = subprocess.run([sys.executable, "-m", "fnn", "train", "--epochs", "0"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "fnn: error: argument --epochs: expected an int >= 1, got 0 (see fnn train --help)"
+    ]
