@@ -50,7 +50,7 @@ from .mlp import activations_unchecked, backprop
 from .params import Layer, Params, freeze, init_params, make_rng
 from .per_example import per_example_grads_unchecked
 from .reference import softmax
-from .validate import _describe, check_int, check_lr, check_params, check_real, check_x, check_y
+from .validate import check_int, check_lr, check_params, check_real, check_x, check_y, describe
 
 __all__ = [
     "DEFAULT_H",
@@ -463,6 +463,7 @@ class GradientCheckError(AssertionError):
         self.report = report
 
 
+@np.errstate(invalid="ignore", over="ignore", divide="ignore")  # NaN/inf grads: reported
 def _compare(
     a: np.ndarray, n: np.ndarray, excluded: np.ndarray, where: tuple[int, str], shape: tuple,
     *, rtol: float, atol: float | None, max_excluded_fraction: float, directional: bool,
@@ -541,18 +542,18 @@ def _prepare(params: Any, x: Any, y: Any, who: str) -> tuple[Params, np.ndarray,
 def _as_layers(tree: Any, n_layers: int, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """A user's gradient tree as [(w, b)] real arrays, whatever their shapes."""
     if not isinstance(tree, (tuple, list)):
-        raise TypeError(f"{name}: expected a tuple of fnn.Layer(w, b), got {_describe(tree)}")
+        raise TypeError(f"{name}: expected a tuple of fnn.Layer(w, b), got {describe(tree)}")
     if len(tree) != n_layers:
         raise ValueError(f"{name}: expected {n_layers} layers like params, got {len(tree)}")
     layers = []
     for i, layer in enumerate(tree):
         if not isinstance(layer, (tuple, list)) or len(layer) != 2:
-            raise TypeError(f"{name}[{i}]: expected an fnn.Layer(w, b), got {_describe(layer)}")
+            raise TypeError(f"{name}[{i}]: expected an fnn.Layer(w, b), got {describe(layer)}")
         pair = []
         for field, v in zip("wb", layer):
             arr = np.asarray(v)
             if arr.dtype.kind not in "biuf":
-                raise TypeError(f"{name}[{i}].{field}: expected a real array, got {_describe(v)}")
+                raise TypeError(f"{name}[{i}].{field}: expected a real array, got {describe(v)}")
             pair.append(arr.astype(np.float64, copy=False))
         layers.append((pair[0], pair[1]))
     return layers
@@ -570,12 +571,12 @@ def _call_grad_fn(
     out = grad_fn(params, x, y)
     if not isinstance(out, tuple) or len(out) != 2:
         raise TypeError(
-            f"grad_fn: expected it to return (loss, grads) like fnn.backprop, got {_describe(out)}"
+            f"grad_fn: expected it to return (loss, grads) like fnn.backprop, got {describe(out)}"
         )
     try:
         loss = float(out[0])
     except (TypeError, ValueError):
-        raise TypeError(f"grad_fn: expected a real scalar loss, got {_describe(out[0])}") from None
+        raise TypeError(f"grad_fn: expected a real scalar loss, got {describe(out[0])}") from None
     return loss, _as_layers(out[1], len(params), "grad_fn's grads")
 
 
@@ -697,10 +698,10 @@ def check_gradients(
     n_dirs = directions if mode == "directional" else None
     chunk_bytes = check_int(chunk_bytes, "chunk_bytes", 1)
     if not callable(grad_fn):
-        raise TypeError(f"grad_fn: expected a function like fnn.backprop, got {_describe(grad_fn)}")
+        raise TypeError(f"grad_fn: expected a function like fnn.backprop, got {describe(grad_fn)}")
     if not (isinstance(per_example, bool) or callable(per_example)):
         raise TypeError(f"per_example: expected a bool or a function like "
-                        f"per_example_grads, got {_describe(per_example)}")
+                        f"per_example_grads, got {describe(per_example)}")
     rng, ops = make_rng(seed), get_ops(backend)
     params, x2, y2, cast_from = _prepare(params, x, y, "check_gradients")
     net = _net(ops, params, x2, y2)

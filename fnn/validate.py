@@ -22,10 +22,12 @@ __all__ = [
     "check_x",
     "check_xy",
     "check_y",
+    "describe",
 ]
 
 
-def _describe(obj: Any) -> str:
+def describe(obj: Any) -> str:
+    """A short account of what came, for error messages: type, or shape and dtype."""
     if isinstance(obj, np.ndarray):
         return f"ndarray of shape {obj.shape} and dtype {obj.dtype}"
     return type(obj).__name__
@@ -39,7 +41,7 @@ def check_params(params: Any, name: str = "params") -> np.dtype:
     if not isinstance(params, tuple) or isinstance(params, Layer):
         raise TypeError(
             f"{name}: expected a tuple of fnn.Layer (as made by fnn.init_params), "
-            f"got {_describe(params)}"
+            f"got {describe(params)}"
         )
     if not params:
         raise ValueError(f"{name}: expected at least one Layer, got an empty tuple")
@@ -47,12 +49,12 @@ def check_params(params: Any, name: str = "params") -> np.dtype:
     for i, layer in enumerate(params):
         where = f"{name}[{i}]"
         if not isinstance(layer, Layer):
-            raise TypeError(f"{where}: expected an fnn.Layer(w, b), got {_describe(layer)}")
+            raise TypeError(f"{where}: expected an fnn.Layer(w, b), got {describe(layer)}")
         w, b = layer
         if not isinstance(w, np.ndarray) or w.ndim != 2:
-            raise TypeError(f"{where}.w: expected a 2-d ndarray (d_in, d_out), got {_describe(w)}")
+            raise TypeError(f"{where}.w: expected a 2-d ndarray (d_in, d_out), got {describe(w)}")
         if not isinstance(b, np.ndarray) or b.ndim != 1:
-            raise TypeError(f"{where}.b: expected a 1-d ndarray (d_out,), got {_describe(b)}")
+            raise TypeError(f"{where}.b: expected a 1-d ndarray (d_out,), got {describe(b)}")
         if w.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{where}.w: expected dtype float32 or float64, got {w.dtype}")
         if dtype is None:
@@ -81,18 +83,18 @@ def check_grads(grads: Any, params: Params, name: str = "grads") -> None:
     """Check that `grads` has exactly the structure, shapes and dtype of `params`."""
     if not isinstance(grads, tuple) or isinstance(grads, Layer):
         raise TypeError(
-            f"{name}: expected a tuple of fnn.Layer like params, got {_describe(grads)}"
+            f"{name}: expected a tuple of fnn.Layer like params, got {describe(grads)}"
         )
     if len(grads) != len(params):
         raise ValueError(f"{name}: expected {len(params)} layers like params, got {len(grads)}")
     for i, (g, p) in enumerate(zip(grads, params)):
         if not isinstance(g, Layer):
-            raise TypeError(f"{name}[{i}]: expected an fnn.Layer(w, b), got {_describe(g)}")
+            raise TypeError(f"{name}[{i}]: expected an fnn.Layer(w, b), got {describe(g)}")
         for field, ga, pa in (("w", g.w, p.w), ("b", g.b, p.b)):
             if not isinstance(ga, np.ndarray) or ga.shape != pa.shape or ga.dtype != pa.dtype:
                 raise ValueError(
                     f"{name}[{i}].{field}: expected shape {pa.shape} and dtype {pa.dtype} "
-                    f"like params, got {_describe(ga)}"
+                    f"like params, got {describe(ga)}"
                 )
 
 

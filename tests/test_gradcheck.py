@@ -110,10 +110,12 @@ ALL_TENSORS = {(l, t) for l in range(len(MUTANT_SIZES) - 1) for t in "wb"}
 
 
 # ---------------------------------------------------------------- planted bugs
-def _largest_entry(params, x, y, layer):
+def _typical_entry(params, x, y, layer):
+    """The entry of median magnitude in grads[layer].w: not an easy, large one."""
     _, grads = fnn.backprop(params, x, y)
-    g = np.abs(grads[layer].w)
-    return tuple(int(i) for i in np.unravel_index(np.argmax(g), g.shape))
+    g = np.abs(grads[layer].w).ravel()
+    median = np.argsort(g)[len(g) // 2]
+    return tuple(int(i) for i in np.unravel_index(median, grads[layer].w.shape))
 
 
 MUTANTS = [
@@ -134,7 +136,7 @@ def test_planted_bug_fails_exactly_where_it_lives(mode, bug, layer, where):
         pytest.skip("a 1e-4 error in one of 30 entries is below a random projection's noise")
     for seed in range(3):
         params, x, y = problem(seed, MUTANT_SIZES, MUTANT_BATCH)
-        entry = _largest_entry(params, x, y, 0)
+        entry = _typical_entry(params, x, y, 0)
         grad_fn = chain_rule_backprop(bug, 1 if layer is None else layer, entry)
         report = check_gradients(params, x, y, grad_fn=grad_fn, mode=mode, seed=seed)
         assert not report.ok
