@@ -15,6 +15,6 @@ def test_ruff_clean():
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
     result = subprocess.run(
-        [ruff, "check", "fnn", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
+        [ruff, "check", "fnn", "tests", "benchmarks", "notebooks"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
