@@ -1,63 +1,255 @@
-"""Numba kernels for the batched MLP: the `"numba"` compute path.
+"""Numba kernels for the batched MLP: the `"numba"` compute path, and a whole epoch.
 
-Each kernel has the signature of its NumPy twin in `fnn.backends` and is checked
-against it and against `fnn.reference` in the tests.
+Each `Ops` kernel (`linear`, `relu_backward`, `weight_grad`, `bias_grad`,
+`softmax_xent`, `softmax_xent_loss`) has the signature of its NumPy twin in
+`fnn.backends` and is checked against it and against `fnn.reference` in the tests.
+`train_epoch` runs the steps of an epoch with them (see `fnn.epoch`).
 
-Reproducibility: every reduction runs in a fixed sequential order (no `parallel=True`,
-no `fastmath`), so a kernel gives bit-identical results on every call and every run on
-the same machine. `cache=True` compiles once per machine and dtype.
+One idea does the heavy lifting. The left operand of every matrix product of an MLP step
+has many exact zeros (MNIST pixels are ~81% zeros, ReLU activations and their masked
+gradients about half), so each product is written as (`_sparse_matmul`)
 
-Speed: the loops are ordered so the innermost runs over a contiguous output row, which
-LLVM vectorises, and they skip zero inputs: ReLU activations are about half zeros and
-MNIST pixels about 81%, and a skipped term is exactly a `+ 0` that BLAS would compute.
+    out[o, :] = (sum over i with left[o, i] != 0, ascending, of left[o, i] * right[i, :])
+                + bias
+
+The non-zeros of each left row are found once as 64-bit masks (`row_masks`,
+`col_masks`: vectorised compares) and visited with count-trailing-zeros, so a zero
+costs nothing and no branch per element is mispredicted. Output rows are accumulated in
+registers, TILE columns at a time: LLVM keeps an accumulator in registers only when it
+can prove that it aliases no input, so it lives in a small stack array (`_stack_tile`),
+and `right` is zero-padded to whole tiles so that every tile has the same compile-time
+width. Rows go in pairs: one load of right[i] feeds both rows, over the union of their
+non-zeros. Outputs narrower than NARROW (the logits) are computed transposed instead,
+so that tiles are not mostly padding.
+
+Exactness: a skipped term is a `+ 0` that BLAS would compute (for finite inputs; fnn
+validates x), and a pair's extra terms are `0 * right[i] = +-0`; neither changes a sum,
+except at most the sign of a zero. So each output row depends only on its own inputs:
+`linear(x)[r]` equals `linear(x[r:r+1])[0]` (as `==`, -0 == 0).
+
+Reproducibility: every sum runs in a fixed sequential order (ascending i from 0, no
+`parallel=True`, no `fastmath`, hence no reassociation and no fused multiply-add), so a
+kernel gives bit-identical results on every call and every run on the same machine.
+`cache=True` compiles once per machine and signature.
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 
-__all__ = ["bias_grad", "linear", "relu_backward", "softmax_xent", "softmax_xent_loss",
-           "weight_grad"]
+__all__ = [
+    "NARROW",
+    "TILE",
+    "bias_grad",
+    "col_masks",
+    "linear",
+    "relu_backward",
+    "row_masks",
+    "softmax_xent",
+    "softmax_xent_loss",
+    "train_epoch",
+    "weight_grad",
+    "weight_grad_into",
+]
 
 _jit = nb.njit(cache=True, nogil=True, error_model="numpy")
 
+#: Output columns accumulated in registers at once: 4 AVX-512 registers of float32.
+TILE = 64
+#: Outputs at most this wide are computed transposed (see `linear`, `weight_grad_into`).
+NARROW = 16
+# What `_sparse_matmul` does with each sum s: out = s + bias, out = ReLU(s + bias), or
+# out = out - scale * s (an SGD step straight from the registers that hold a gradient).
+ASSIGN, RELU, SUBTRACT = 0, 1, 2
+_ONE = np.uint64(1)
 
+
+@intrinsic
+def _stack_tile(typingctx, like):  # type: ignore[no-untyped-def]
+    """A 1-d C array of TILE elements of `like`'s dtype in the calling kernel's stack frame.
+
+    Unlike a heap array, LLVM can prove that it aliases no argument, so a loop that
+    accumulates into it keeps it in registers. It must not outlive the calling kernel.
+    """
+    if not isinstance(like, types.Array):
+        return None
+    arr = types.Array(like.dtype, 1, "C")
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        elem = context.get_data_type(like.dtype)
+        intp = context.get_value_type(types.intp)
+        itemsize = context.get_abi_sizeof(elem)
+        out = context.make_array(arr)(context, builder)
+        populate_array(
+            out,
+            data=cgutils.alloca_once(builder, elem, size=TILE),
+            shape=[ir.Constant(intp, TILE)],
+            strides=[ir.Constant(intp, itemsize)],
+            itemsize=ir.Constant(intp, itemsize),
+            meminfo=None,
+        )
+        return out._getvalue()
+
+    return arr(like), codegen
+
+
+# ---------------------------------------------------------------- non-zero masks
+@_jit
+def row_masks(x):
+    """Non-zeros of each row as bits. x: (n, d) -> (n, ceil(d / 64)) uint64.
+
+    Bit i % 64 of word i // 64 of row r is set when x[r, i] != 0.
+    """
+    n, d = x.shape
+    words = (d + 63) // 64
+    masks = np.empty((n, words), dtype=np.uint64)
+    for r in range(n):
+        for wd in range(words):
+            base = wd * 64
+            m = np.uint64(0)
+            if base + 64 <= d:  # a constant trip count, which LLVM vectorises
+                for l in range(64):
+                    m |= np.uint64(x[r, base + l] != 0) << np.uint64(l)
+            else:
+                for l in range(d - base):
+                    m |= np.uint64(x[r, base + l] != 0) << np.uint64(l)
+            masks[r, wd] = m
+    return masks
+
+
+@_jit
+def col_masks(x):
+    """Non-zeros of each column as bits. x: (n, d) -> (d, ceil(n / 64)) uint64.
+
+    Bit r % 64 of word r // 64 of row i is set when x[r, i] != 0.
+    """
+    n, d = x.shape
+    words = (n + 63) // 64
+    masks = np.empty((d, words), dtype=np.uint64)
+    word = np.empty(d, dtype=np.uint64)  # contiguous, so the loop over i vectorises
+    for wd in range(words):
+        for i in range(d):
+            word[i] = 0
+        for r in range(wd * 64, min(n, wd * 64 + 64)):
+            bit = np.uint64(r % 64)
+            for i in range(d):
+                word[i] |= np.uint64(x[r, i] != 0) << bit
+        for i in range(d):
+            masks[i, wd] = word[i]
+    return masks
+
+
+# ---------------------------------------------------------------- the product
+@_jit
+def _store(out, o, t0, width, acc, bias, mode, scale):
+    for j in range(width):
+        c = t0 + np.uint64(j)
+        if mode == SUBTRACT:
+            out[o, c] = out[o, c] - scale * acc[j]
+        else:
+            z = acc[j] + bias[c]
+            # ReLU'(0) is taken as 0, so ReLU(z) = z * (z > 0) and its mask is a > 0.
+            out[o, c] = z if mode == ASSIGN or z > 0 else 0
+
+
+@_jit
+def _sparse_matmul_padded(left, masks, right, bias, out, mode, scale):
+    """`_sparse_matmul` for a C-contiguous right whose width is a multiple of TILE."""
+    n, d = out.shape
+    words = masks.shape[1]
+    acc0 = _stack_tile(right)
+    acc1 = _stack_tile(right)
+    for t in range(0, right.shape[1], TILE):
+        # Unsigned column indices: no negative-index wraparound, so contiguous loads.
+        t0 = np.uint64(t)
+        width = min(TILE, d - t)
+        for o0 in range(0, n, 2):
+            o1 = min(o0 + 1, n - 1)  # an odd last row is paired with itself
+            for j in range(TILE):
+                acc0[j] = 0
+                acc1[j] = 0
+            for wd in range(words):
+                m = masks[o0, wd] | masks[o1, wd]
+                base = np.uint64(wd * 64)
+                while m:
+                    i = base + trailing_zeros(m)
+                    m &= m - _ONE
+                    v0, v1 = left[o0, i], left[o1, i]
+                    for j in range(TILE):
+                        r = right[i, t0 + np.uint64(j)]
+                        acc0[j] += v0 * r
+                        acc1[j] += v1 * r
+            _store(out, o0, t0, width, acc0, bias, mode, scale)
+            if o1 != o0:
+                _store(out, o1, t0, width, acc1, bias, mode, scale)
+
+
+@_jit
+def _padded(a):
+    """A zero-padded C-contiguous copy of a: (k, d), any layout -> (k, d rounded up to TILE)."""
+    k, d = a.shape
+    out = np.zeros((k, -(-d // TILE) * TILE), dtype=a.dtype)
+    for i in range(k):  # loops, not slice assignment: far less for numba to compile
+        for j in range(d):
+            out[i, j] = a[i, j]
+    return out
+
+
+@_jit
+def _sparse_matmul(left, masks, right, bias, out, mode, scale):
+    """out (op)= left @ right, visiting only the non-zeros of left (see the module doc).
+
+    left: (n, k), any layout; masks: (n, ceil(k / 64)) uint64, the non-zeros of left's
+    rows (`row_masks(left)`); right: (k, d) C-contiguous (other layouts: pass
+    `_padded(right)` to `_sparse_matmul_padded`); bias: (d,); out: (n, d), written.
+    mode ASSIGN: out = s + bias; RELU: out = ReLU(s + bias); SUBTRACT: out = out - scale * s,
+    where s = sum over i with bit i of masks[o] set, ascending, of left[o, i] * right[i, :].
+    """
+    if right.shape[1] % TILE == 0:
+        _sparse_matmul_padded(left, masks, right, bias, out, mode, scale)
+    else:
+        _sparse_matmul_padded(left, masks, _padded(right), bias, out, mode, scale)
+
+
+# ---------------------------------------------------------------- the Ops kernels
 @_jit
 def linear(x, w, b, relu):
     """z = x @ w + b, then ReLU when `relu`. x: (n, d_in), w: (d_in, d_out) -> (n, d_out)."""
-    n, d_in = x.shape
-    d_out = w.shape[1]
+    n, d_out = x.shape[0], w.shape[1]
     out = np.empty((n, d_out), dtype=w.dtype)
-    for r in range(n):
-        for j in range(d_out):
-            out[r, j] = b[j]
-        for i in range(d_in):
-            xi = x[r, i]
-            if xi != 0:
-                for j in range(d_out):
-                    out[r, j] += xi * w[i, j]
-        if relu:
+    zero = w.dtype.type(0)
+    mode = RELU if relu else ASSIGN
+    if d_out <= NARROW < n:
+        # Few outputs (the logits): a tile would be mostly padding, so compute z.T, whose
+        # rows are n long. Each z[r, j] is the same sum, over the non-zeros of w instead.
+        zt = np.empty((d_out, n), dtype=w.dtype)
+        xt = _padded(x.T)
+        _sparse_matmul_padded(w.T, col_masks(w), xt, np.zeros(n, dtype=w.dtype), zt,
+                              ASSIGN, zero)
+        for r in range(n):
             for j in range(d_out):
-                # ReLU'(0) is taken as 0, so ReLU(z) = z * (z > 0) and the mask is a > 0.
-                if not out[r, j] > 0:
-                    out[r, j] = 0
+                z = zt[j, r] + b[j]
+                out[r, j] = z if mode == ASSIGN or z > 0 else 0
+    else:
+        _sparse_matmul(x, row_masks(x), w, b, out, mode, zero)
     return out
 
 
 @_jit
 def relu_backward(delta, w, a_prev):
     """(delta @ w.T) * (a_prev > 0). delta: (n, d_out), w: (d_in, d_out) -> (n, d_in)."""
-    n, d_out = delta.shape
-    d_in = w.shape[0]
-    wt = np.ascontiguousarray(w.T)  # costs d_in*d_out, the product n times that
-    out = np.zeros((n, d_in), dtype=w.dtype)
+    n, d_in = delta.shape[0], w.shape[0]
+    out = np.empty((n, d_in), dtype=w.dtype)
+    wt = _padded(w.T)  # costs d_in*d_out, the product n times that
+    _sparse_matmul_padded(delta, row_masks(delta), wt, np.zeros(d_in, dtype=w.dtype), out,
+                          ASSIGN, w.dtype.type(0))
     for r in range(n):
-        for j in range(d_out):
-            dj = delta[r, j]
-            if dj != 0:
-                for i in range(d_in):
-                    out[r, i] += dj * wt[j, i]
         for i in range(d_in):
             if not a_prev[r, i] > 0:
                 out[r, i] = 0
@@ -65,18 +257,30 @@ def relu_backward(delta, w, a_prev):
 
 
 @_jit
+def weight_grad_into(a, delta, out, mode, scale):
+    """out = a.T @ delta (mode ASSIGN) or out = out - scale * (a.T @ delta) (SUBTRACT).
+
+    a: (n, d_in), delta: (n, d_out) C-contiguous, out: (d_in, d_out), written in place.
+    """
+    d_in, d_out = out.shape
+    zeros = np.zeros(max(d_in, d_out), dtype=delta.dtype)
+    if d_out <= NARROW < d_in:
+        # Few columns (the last layer's): compute the transpose, whose rows are d_in long.
+        gt = np.empty((d_out, d_in), dtype=delta.dtype)
+        _sparse_matmul(delta.T, col_masks(delta), a, zeros, gt, ASSIGN, scale)
+        for i in range(d_in):
+            for j in range(d_out):
+                out[i, j] = out[i, j] - scale * gt[j, i] if mode == SUBTRACT else gt[j, i]
+    else:
+        _sparse_matmul(a.T, col_masks(a), delta, zeros, out, mode, scale)
+
+
+@_jit
 def weight_grad(a, delta):
     """a.T @ delta. a: (n, d_in), delta: (n, d_out) -> (d_in, d_out)."""
-    n, d_in = a.shape
-    d_out = delta.shape[1]
-    g = np.zeros((d_in, d_out), dtype=delta.dtype)
-    for r in range(n):
-        for i in range(d_in):
-            ai = a[r, i]
-            if ai != 0:
-                for j in range(d_out):
-                    g[i, j] += ai * delta[r, j]
-    return g
+    out = np.empty((a.shape[1], delta.shape[1]), dtype=delta.dtype)
+    weight_grad_into(a, delta, out, ASSIGN, delta.dtype.type(0))
+    return out
 
 
 @_jit
@@ -91,41 +295,120 @@ def bias_grad(delta):
 
 
 @_jit
-def _row_logsumexp(z, r):
-    d = z.shape[1]
+def _row_max(z, r):
     m = z[r, 0]
-    for j in range(1, d):
+    for j in range(1, z.shape[1]):
         if z[r, j] > m:
             m = z[r, j]
-    s = 0.0
-    for j in range(d):
-        s += np.exp(z[r, j] - m)
-    return m, np.log(s)
+    return m
 
 
 @_jit
 def softmax_xent_loss(logits, y):
     """Mean softmax cross-entropy, accumulated in float64. logits: (n, k), y: (n,) int64."""
-    n = logits.shape[0]
+    n, k = logits.shape
     total = 0.0
     for r in range(n):
-        m, lse = _row_logsumexp(logits, r)
-        total += lse - (logits[r, y[r]] - m)
+        m = _row_max(logits, r)
+        s = 0.0
+        for j in range(k):
+            s += np.exp(logits[r, j] - m)
+        total += np.log(s) - (logits[r, y[r]] - m)
     return total / n
 
 
 @_jit
 def softmax_xent(logits, y):
-    """(mean loss, d mean loss / d logits). logits: (n, k), y: (n,) -> (float, (n, k))."""
+    """(mean loss, d mean loss / d logits). logits: (n, k), y: (n,) -> (float, (n, k)).
+
+    The loss is accumulated in float64, as in `softmax_xent_loss` (the same value).
+    """
     n, k = logits.shape
     delta = np.empty_like(logits)
     inv_n = 1.0 / n
     total = 0.0
     for r in range(n):
-        m, lse = _row_logsumexp(logits, r)
-        total += lse - (logits[r, y[r]] - m)
-        shift = m + lse
+        m = _row_max(logits, r)
+        s = 0.0
         for j in range(k):
-            delta[r, j] = np.exp(logits[r, j] - shift) * inv_n
-        delta[r, y[r]] -= inv_n
+            e = np.exp(logits[r, j] - m)  # one exp per entry: exps dominate this kernel
+            delta[r, j] = e
+            s += e
+        total += np.log(s) - (logits[r, y[r]] - m)
+        inv_s = 1.0 / s
+        for j in range(k):
+            # (softmax - onehot) / n in float64, rounded once to the logits' dtype.
+            p = delta[r, j] * inv_s
+            delta[r, j] = (p - 1.0 if j == y[r] else p) * inv_n
     return total / n, delta
+
+
+# ---------------------------------------------------------------- a whole epoch
+@_jit
+def _update(p, g, v, lr, momentum):
+    """In place, elementwise as `fnn.sgd_step` / `fnn.optim.sgd`, so results are bit-equal.
+
+    plain (momentum == 0): p <- p - lr * g;  momentum: v <- momentum * v + g; p <- p - lr * v.
+    """
+    pf, gf, vf = p.reshape(-1), g.reshape(-1), v.reshape(-1)
+    if momentum == 0:
+        for k in range(pf.shape[0]):
+            pf[k] = pf[k] - lr * gf[k]
+    else:
+        for k in range(pf.shape[0]):
+            vf[k] = momentum * vf[k] + gf[k]
+            pf[k] = pf[k] - lr * vf[k]
+
+
+@_jit
+def _train_step(ws, bs, vws, vbs, xb, yb, lr, momentum):
+    """One step on the batch (xb, yb), in place; returns the batch's mean loss (float64).
+
+    The same kernels in the same order as `fnn.backprop` + `fnn.sgd_step`, hence the
+    same bits; layer l is updated once its gradient and the delta below it are known.
+    """
+    n_layers = len(ws)
+    acts = [xb]
+    for l in range(n_layers):
+        acts.append(linear(acts[l], ws[l], bs[l], l < n_layers - 1))
+    value, delta = softmax_xent(acts[n_layers], yb)
+    for l in range(n_layers - 1, -1, -1):
+        gb = bias_grad(delta)
+        below = relu_backward(delta, ws[l], acts[l]) if l > 0 else delta  # before ws[l] moves
+        if momentum == 0:
+            # w - lr * g straight from the registers that hold g: no gradient array.
+            weight_grad_into(acts[l], delta, ws[l], SUBTRACT, lr)
+        else:
+            _update(ws[l], weight_grad(acts[l], delta), vws[l], lr, momentum)
+        _update(bs[l], gb, vbs[l], lr, momentum)
+        delta = below
+    return value
+
+
+@_jit
+def train_epoch(ws, bs, vws, vbs, x, y, order, batch_size, lrs, momentum):
+    """SGD over the batches order[0:batch_size], order[batch_size:2*batch_size], ...
+
+    In place on the weights ws, biases bs and (momentum > 0) velocities vws, vbs: tuples
+    of C-contiguous arrays, one per layer (vws, vbs are not read when momentum == 0).
+    x: (N, d_in); y: (N,) int64; order: (n,) int64 rows of x; lrs: (steps,) one learning
+    rate per step and momentum: a scalar, both of the params' dtype. The last batch
+    holds the remaining n % batch_size rows, if any.
+    Returns the mean loss of each step, (steps,) float64.
+    """
+    n, d_in = order.shape[0], x.shape[1]
+    steps = (n + batch_size - 1) // batch_size
+    losses = np.empty(steps)
+    xb_full = np.empty((min(batch_size, n), d_in), dtype=x.dtype)
+    yb_full = np.empty(min(batch_size, n), dtype=np.int64)
+    for s in range(steps):
+        start = s * batch_size
+        size = min(batch_size, n - start)
+        xb, yb = xb_full[:size], yb_full[:size]
+        for r in range(size):
+            e = order[start + r]
+            for i in range(d_in):  # an explicit loop copies twice as fast as xb[r] = x[e]
+                xb[r, i] = x[e, i]
+            yb[r] = y[e]
+        losses[s] = _train_step(ws, bs, vws, vbs, xb, yb, lrs[s], momentum)
+    return losses
