@@ -1,6 +1,7 @@
 """Shared fixtures and run information for the benchmark suite.
 
-Run: `pytest benchmarks --benchmark-only` (the default `pytest` runs only tests/).
+Run: `pytest --benchmark-only` (or `pytest benchmarks --benchmark-only`). The default
+`pytest` run collects this folder too but skips it, so the tests stay fast.
 Each group compares implementations of one task side by side in one run; read the
 ratios, not the absolute times (the machine is shared). Compilation is kept out of every
 timed region: each fixture calls its functions once before they are timed, and compile
@@ -140,3 +141,14 @@ def net():
 def order(mnist) -> np.ndarray:
     """One shuffled epoch's order, the same for every implementation."""
     return np.random.default_rng(SEED).permutation(len(mnist.x_train))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Timings belong to benchmark runs: a plain `pytest` lists these as skipped, not run.
+    if config.getoption("benchmark_only", False):
+        return
+    skip = pytest.mark.skip(reason="a benchmark: run with pytest --benchmark-only")
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.path).startswith(here):
+            item.add_marker(skip)
