@@ -20,7 +20,9 @@ can prove that it aliases no input, so it lives in a small stack array (`_stack_
 and `right` is zero-padded to whole tiles so that every tile has the same compile-time
 width. Rows go in pairs: one load of right[i] feeds both rows, over the union of their
 non-zeros. Outputs narrower than NARROW (the logits) are computed transposed instead,
-so that tiles are not mostly padding.
+so that tiles are not mostly padding; their weight gradient (a.T @ delta, 64x10 on
+MNIST) is so small that masks and temporaries would cost more than the zeros they skip,
+so it is a dense loop (`_narrow_weight_grad`) summing in the same order.
 
 Exactness: a skipped term is a `+ 0` that BLAS would compute (for finite inputs; fnn
 validates x), and a pair's extra terms are `0 * right[i] = +-0`; neither changes a sum,
@@ -44,7 +46,10 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
 __all__ = [
+    "ASSIGN",
     "NARROW",
+    "RELU",
+    "SUBTRACT",
     "TILE",
     "bias_grad",
     "col_masks",
@@ -59,6 +64,7 @@ __all__ = [
 ]
 
 _jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+_inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 #: Output columns accumulated in registers at once: 4 AVX-512 registers of float32.
 TILE = 64
@@ -97,6 +103,28 @@ def _stack_tile(typingctx, like):  # type: ignore[no-untyped-def]
         return out._getvalue()
 
     return arr(like), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i, j):  # type: ignore[no-untyped-def]
+    """Ask the CPU to start loading the cache line of arr[i, j] (2-d), without waiting."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        # read, keep in all cache levels, data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i, j), codegen
 
 
 # ---------------------------------------------------------------- non-zero masks
@@ -146,6 +174,19 @@ def col_masks(x):
 
 
 # ---------------------------------------------------------------- the product
+@_inline
+def _add_pair(acc0, acc1, v0, v1, right, i, t0, width):
+    """acc0[:width] += v0 * right[i, t0:t0+width]; acc1 likewise with v1 (one load, two uses).
+
+    Inlined where it is called, so that a constant width (TILE) is a compile-time trip
+    count and acc0, acc1 stay in registers.
+    """
+    for j in range(width):
+        r = right[i, t0 + np.uint64(j)]
+        acc0[j] += v0 * r
+        acc1[j] += v1 * r
+
+
 @_jit
 def _store(out, o, t0, width, acc, bias, mode, scale):
     for j in range(width):
@@ -180,11 +221,7 @@ def _sparse_matmul_padded(left, masks, right, bias, out, mode, scale):
                 while m:
                     i = base + trailing_zeros(m)
                     m &= m - _ONE
-                    v0, v1 = left[o0, i], left[o1, i]
-                    for j in range(TILE):
-                        r = right[i, t0 + np.uint64(j)]
-                        acc0[j] += v0 * r
-                        acc1[j] += v1 * r
+                    _add_pair(acc0, acc1, left[o0, i], left[o1, i], right, i, t0, TILE)
             _store(out, o0, t0, width, acc0, bias, mode, scale)
             if o1 != o0:
                 _store(out, o1, t0, width, acc1, bias, mode, scale)
@@ -257,21 +294,54 @@ def relu_backward(delta, w, a_prev):
 
 
 @_jit
+def _narrow_weight_grad(a, delta, out, mode, scale):
+    """`weight_grad_into` for few columns (the last layer's): the transpose, dense.
+
+    Columns of out go in pairs, as tiles of TILE rows of out held in registers: one load
+    of a[r] feeds both. Each out[i, j] is the sum over r ascending of a[r, i] * delta[r, j],
+    the masked sum of `_sparse_matmul` plus terms that are +-0, so the same value. A
+    problem this small costs mostly its fixed overhead, hence no masks, no temporaries.
+    """
+    n, d_in = a.shape
+    d_out = out.shape[1]
+    acc0 = _stack_tile(delta)
+    acc1 = _stack_tile(delta)
+    for t in range(0, d_in, TILE):
+        t0 = np.uint64(t)  # unsigned: no negative-index wraparound, so contiguous loads
+        width = min(TILE, d_in - t)
+        for j0 in range(0, d_out, 2):
+            j1 = min(j0 + 1, d_out - 1)  # an odd last column is paired with itself
+            for c in range(TILE):
+                acc0[c] = 0
+                acc1[c] = 0
+            if width == TILE:  # a compile-time trip count keeps acc in registers
+                for r in range(n):
+                    _add_pair(acc0, acc1, delta[r, j0], delta[r, j1], a, r, t0, TILE)
+            else:
+                for r in range(n):
+                    _add_pair(acc0, acc1, delta[r, j0], delta[r, j1], a, r, t0, width)
+            for c in range(width):
+                i = t + c
+                if mode == SUBTRACT:
+                    out[i, j0] = out[i, j0] - scale * acc0[c]
+                    if j1 != j0:
+                        out[i, j1] = out[i, j1] - scale * acc1[c]
+                else:
+                    out[i, j0] = acc0[c]
+                    out[i, j1] = acc1[c]
+
+
+@_jit
 def weight_grad_into(a, delta, out, mode, scale):
     """out = a.T @ delta (mode ASSIGN) or out = out - scale * (a.T @ delta) (SUBTRACT).
 
     a: (n, d_in), delta: (n, d_out) C-contiguous, out: (d_in, d_out), written in place.
     """
     d_in, d_out = out.shape
-    zeros = np.zeros(max(d_in, d_out), dtype=delta.dtype)
     if d_out <= NARROW < d_in:
-        # Few columns (the last layer's): compute the transpose, whose rows are d_in long.
-        gt = np.empty((d_out, d_in), dtype=delta.dtype)
-        _sparse_matmul(delta.T, col_masks(delta), a, zeros, gt, ASSIGN, scale)
-        for i in range(d_in):
-            for j in range(d_out):
-                out[i, j] = out[i, j] - scale * gt[j, i] if mode == SUBTRACT else gt[j, i]
+        _narrow_weight_grad(a, delta, out, mode, scale)
     else:
+        zeros = np.zeros(max(d_in, d_out), dtype=delta.dtype)
         _sparse_matmul(a.T, col_masks(a), delta, zeros, out, mode, scale)
 
 
@@ -401,6 +471,7 @@ def train_epoch(ws, bs, vws, vbs, x, y, order, batch_size, lrs, momentum):
     losses = np.empty(steps)
     xb_full = np.empty((min(batch_size, n), d_in), dtype=x.dtype)
     yb_full = np.empty(min(batch_size, n), dtype=np.int64)
+    line = max(1, 64 // x.itemsize)  # elements per 64-byte cache line
     for s in range(steps):
         start = s * batch_size
         size = min(batch_size, n - start)
@@ -410,5 +481,12 @@ def train_epoch(ws, bs, vws, vbs, x, y, order, batch_size, lrs, momentum):
             for i in range(d_in):  # an explicit loop copies twice as fast as xb[r] = x[e]
                 xb[r, i] = x[e, i]
             yb[r] = y[e]
+        # The next batch's rows are scattered over x (random rows cost ~15% of an MNIST
+        # epoch): start loading them now, while this step computes. The first lines of a
+        # row are enough to start the CPU's own stream prefetcher on it; prefetching
+        # whole rows stalled the core and measured no faster. No effect on any result.
+        for k in range(start + size, min(n, start + size + batch_size)):
+            for i in range(0, min(d_in, 4 * line), line):
+                _prefetch(x, order[k], i)
         losses[s] = _train_step(ws, bs, vws, vbs, xb, yb, lrs[s], momentum)
     return losses

@@ -184,6 +184,26 @@ def test_each_row_depends_only_on_its_own_inputs(dtype):
     np.testing.assert_array_equal(full[5], kernels.relu_backward(delta[5:6], w, x[5:6])[0])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_weight_grad_sums_the_batch_in_ascending_order(shape, dtype):
+    # The documented fixed order, exactly: out[i, j] = ((a[0,i]*d[0,j] + a[1,i]*d[1,j]) + ...)
+    # rounded to the dtype at every step, whichever path (masked, or dense for narrow
+    # outputs) the shape takes; skipped zero terms change at most the sign of a zero (==).
+    # The in-place SGD update of the epoch path must give the bits of w - lr * grad.
+    x, w, _, delta = operands(7, *shape, dtype)
+    want = np.zeros((shape[1], shape[2]), dtype=dtype)
+    for r in range(shape[0]):
+        want = want + x[r, :, None] * delta[r, None, :]
+    got = kernels.weight_grad(x, delta)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    lr = dtype(0.1)
+    stepped = w.copy()
+    kernels.weight_grad_into(x, delta, stepped, kernels.SUBTRACT, lr)
+    assert stepped.tobytes() == (w - lr * got).tobytes()
+
+
 def test_masks_mark_exactly_the_non_zeros():
     rng = np.random.default_rng(5)
     x = sparse(rng, (130, 200), np.float32, 0.7)
