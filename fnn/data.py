@@ -15,7 +15,6 @@ warm load from the array cache does not import `datasets` at all.
 import hashlib
 import io
 import json
-import operator
 import os
 import re
 import shutil
@@ -31,6 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import DTypeLike
+
+from .validate import check_dtype, check_int
 
 __all__ = [
     "DEFAULT_MNIST_DIR",
@@ -125,7 +126,7 @@ def load_mnist(
     folder), are written atomically, and replace older entries of the same source and
     split. A disk hit skips ``datasets`` altogether; scaling to floats is done per call.
     """
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype(dtype)
     for name, value in (
         ("image_column", image_column),
         ("label_column", label_column),
@@ -193,8 +194,8 @@ def batch_indices(
             for idx in batch_indices(len(x), 128, rng):
                 params = step(params, x[idx], y[idx])
     """
-    n = _check_count("n", n, minimum=0)
-    batch_size = _check_count("batch_size", batch_size, minimum=1)
+    n = check_int(n, "n", 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
     if shuffle:
         order = _generator(rng).permutation(n)
     else:
@@ -231,31 +232,6 @@ def iterate_batches(
 
 # ---------------------------------------------------------------------------------------
 # Argument checks
-
-
-def _check_dtype(dtype: DTypeLike) -> np.dtype:
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError as e:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from e
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {resolved}")
-    return resolved
-
-
-def _check_count(name: str, value: int, *, minimum: int) -> int:
-    # bool is an int subclass, but batch_size=True is surely a mistake.
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}"
-        ) from None
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
 
 
 def _generator(rng: np.random.Generator | int | Sequence[int] | None) -> np.random.Generator:

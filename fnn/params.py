@@ -72,9 +72,9 @@ def init_params(
     from the same seed agree to float32 rounding.
     """
     rng = make_rng(seed)
-    dt = np.dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
-    if dt not in FLOAT_DTYPES:
-        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    from .validate import check_dtype  # validate imports this module
+
+    dt = check_dtype(dtype)
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
         raise TypeError(
             f"sizes: expected a sequence of ints such as [784, 64, 10], "

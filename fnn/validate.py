@@ -14,6 +14,7 @@ import numpy as np
 from .params import FLOAT_DTYPES, Layer, Params
 
 __all__ = [
+    "check_dtype",
     "check_grads",
     "check_int",
     "check_lr",
@@ -201,3 +202,14 @@ def check_int(value: Any, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     return int(value)
+
+
+def check_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """A float dtype fnn computes in: float32 or float64 (anything np.dtype accepts)."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name}: expected float32 or float64, got {dtype!r}") from None
+    if resolved not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected float32 or float64, got {resolved}")
+    return resolved

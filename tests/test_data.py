@@ -491,7 +491,7 @@ def test_bad_labels(tmp_path, cache_dir):
 
 @pytest.mark.parametrize("dtype", [np.int32, np.float16, "uint8", "nonsense", np.complex64])
 def test_bad_dtype(dtype):
-    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+    with pytest.raises(TypeError, match="dtype: expected float32 or float64"):
         load_mnist(dtype=dtype)
 
 
@@ -628,13 +628,13 @@ def test_iterate_batches_pairs_rows():
 @pytest.mark.parametrize(
     ("n", "batch_size", "rng", "error", "message"),
     [
-        (10, 0, 0, ValueError, "batch_size must be an int >= 1, got 0"),
-        (10, -2, 0, ValueError, "batch_size must be an int >= 1"),
-        (10, 2.5, 0, TypeError, "batch_size must be an int >= 1, got float"),
+        (10, 0, 0, ValueError, "batch_size: expected an int >= 1, got 0"),
+        (10, -2, 0, ValueError, "batch_size: expected an int >= 1, got -2"),
+        (10, 2.5, 0, TypeError, "batch_size: expected an int, got float"),
         (10, True, 0, TypeError, "batch_size"),
         (10, "4", 0, TypeError, "batch_size"),
-        (-1, 4, 0, ValueError, "n must be an int >= 0"),
-        (10.0, 4, 0, TypeError, "n must be an int"),
+        (-1, 4, 0, ValueError, "n: expected an int >= 0, got -1"),
+        (10.0, 4, 0, TypeError, "n: expected an int, got float"),
         (10, 4, None, ValueError, "rng is None but shuffle=True"),
         (10, 4, 1.5, TypeError, "rng must be a np.random.Generator"),
         (10, 4, -3, ValueError, "rng must be"),
