@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .params import Layer, Params, freeze
-from .validate import check_grads, check_lr, check_params, check_x, check_y
+from .validate import check_grads, check_lr, check_params, check_x, check_y, nonfinite_error
 
 __all__ = [
     "check_order",
@@ -98,7 +98,8 @@ def _check(
     params: Any, x: Any, y: Any, order: Any, batch_size: Any, lr: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
     dtype = check_params(params)
-    x2, single = check_x(x, params, dtype)
+    # Finiteness is checked on the rows the epoch uses, as it gathers them (see `_run`).
+    x2, single = check_x(x, params, dtype, finite=False)
     if single:
         raise ValueError(f"x: expected a dataset of shape (n, {x2.shape[1]}), got {np.shape(x)}")
     y2 = check_y(y, x2.shape[0], params[-1].w.shape[1], False)
@@ -122,8 +123,10 @@ def _run(
     else:
         vws = tuple(np.array(v.w, order="C") for v in velocity)
         vbs = tuple(np.array(v.b, order="C") for v in velocity)
-    losses = kernels.train_epoch(ws, bs, vws, vbs, x, y, order, batch_size,
-                                 np.asarray(lrs, dtype=dtype), dtype.type(momentum))
+    losses, bad_row = kernels.train_epoch(ws, bs, vws, vbs, x, y, order, batch_size,
+                                          np.asarray(lrs, dtype=dtype), dtype.type(momentum))
+    if bad_row >= 0:  # the private copies are dropped: nothing was written
+        raise nonfinite_error(x, "x", slice(bad_row, bad_row + 1))
     new_params = tuple(Layer(freeze(w), freeze(b)) for w, b in zip(ws, bs))
     new_velocity = (
         () if velocity is None
@@ -133,7 +136,8 @@ def _run(
 
 
 def sgd_epoch_unchecked(
-    params: Params, x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int,
+    params: Params, x: np.ndarray, y: np.ndarray, order: np.ndarray,
+    batch_size: int,
     lrs: np.ndarray,
 ) -> tuple[Params, np.ndarray]:
     """`sgd_epoch` for validated inputs: x (N, d_in) C-contiguous of the params' dtype,
@@ -148,7 +152,9 @@ def sgd_epoch(
     """One epoch of plain SGD (the notebook's update) in one compiled loop.
 
     params: tuple of Layer (float32 or float64).
-    x: (N, d_in) of the params' dtype, finite; y: (N,) integer labels in [0, n_classes).
+    x: (N, d_in) of the params' dtype; the rows that order uses must be finite (checked as
+        they are gathered, which is cheaper than a pass over all of x: a NaN or an
+        infinity raises ValueError with its index); y: (N,) integer labels in [0, n_classes).
     order: (n,) integer rows of x, n >= 1: the epoch's batches are order[0:batch_size],
         order[batch_size:2*batch_size], ..., the last one holding the rest (a permutation
         of range(N) from `fnn.data.batch_indices`' generator makes a shuffled epoch).
@@ -164,7 +170,8 @@ def sgd_epoch(
 
 
 def momentum_epoch_unchecked(
-    params: Params, velocity: Params, x: np.ndarray, y: np.ndarray, order: np.ndarray,
+    params: Params, velocity: Params, x: np.ndarray, y: np.ndarray,
+    order: np.ndarray,
     batch_size: int, lrs: np.ndarray, momentum: float,
 ) -> tuple[Params, Params, np.ndarray]:
     """`momentum_epoch` for validated inputs (see `sgd_epoch_unchecked`)."""

@@ -12,26 +12,30 @@ gradients about half), so each product is written as (`_sparse_matmul`)
     out[o, :] = (sum over i with left[o, i] != 0, ascending, of left[o, i] * right[i, :])
                 + bias
 
-The non-zeros of each left row are found once as 64-bit masks (`row_masks`,
-`col_masks`: vectorised compares) and visited with count-trailing-zeros, so a zero
-costs nothing and no branch per element is mispredicted. Output rows are accumulated in
-registers, TILE columns at a time: LLVM keeps an accumulator in registers only when it
-can prove that it aliases no input, so it lives in a small stack array (`_stack_tile`),
-and `right` is zero-padded to whole tiles so that every tile has the same compile-time
-width. Rows go in pairs: one load of right[i] feeds both rows, over the union of their
-non-zeros. Outputs narrower than NARROW (the logits) are computed transposed instead,
-so that tiles are not mostly padding; their weight gradient (a.T @ delta, 64x10 on
-MNIST) is so small that masks and temporaries would cost more than the zeros they skip,
-so it is a dense loop (`_narrow_weight_grad`) summing in the same order.
+each term added with one fused multiply-add (`_fma`: acc <- left[o, i] * right[i] + acc,
+rounded once). The non-zeros of each left row are found once as 64-bit masks
+(`row_masks`, `col_masks`: vectorised compares; an epoch makes them while it gathers
+a batch) and visited with count-trailing-zeros, so a zero costs nothing and no branch
+per element is mispredicted. Output rows are accumulated in registers, TILE columns at
+a time: LLVM keeps an accumulator in registers only when it can prove that it aliases no
+input, so it lives in a small stack array (`_stack_tile`), and `right` is zero-padded to
+whole tiles so that every tile has the same compile-time width. Rows go in pairs: one
+load of right[i] feeds both rows, over the union of their non-zeros. Outputs narrower
+than NARROW (the logits and their weight gradient, 64x10 on MNIST) are so small that
+masks and temporaries would cost more than the zeros they skip: a dense loop
+(`_narrow_weight_grad`) sums them in the same order, tiles running along the long side.
 
 Exactness: a skipped term is a `+ 0` that BLAS would compute (for finite inputs; fnn
-validates x), and a pair's extra terms are `0 * right[i] = +-0`; neither changes a sum,
-except at most the sign of a zero. So each output row depends only on its own inputs:
-`linear(x)[r]` equals `linear(x[r:r+1])[0]` (as `==`, -0 == 0).
+validates x), and a pair's extra terms are `0 * right[i] + acc = acc`; neither changes a
+sum, except at most the sign of a zero. So each output row depends only on its own
+inputs: `linear(x)[r]` equals `linear(x[r:r+1])[0]` (as `==`, -0 == 0).
 
 Reproducibility: every sum runs in a fixed sequential order (ascending i from 0, no
-`parallel=True`, no `fastmath`, hence no reassociation and no fused multiply-add), so a
-kernel gives bit-identical results on every call and every run on the same machine.
+`parallel=True`, no `fastmath`, hence no reassociation), and the fused multiply-adds are
+explicit IEEE 754 operations, not a licence given to the compiler: one instruction on a
+CPU with FMA, a correctly rounded libm call on one without, the same bits either way.
+So a kernel gives bit-identical results on every call and every run. Everything else
+(the bias, the SGD update w - lr * g) rounds each operation, as NumPy does.
 `cache=True` compiles once per machine and signature.
 """
 
@@ -106,6 +110,26 @@ def _stack_tile(typingctx, like):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
+def _fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+    """a * b + c rounded once (IEEE 754 fusedMultiplyAdd), for floats of one type.
+
+    An explicit `llvm.fma`, not a licence to fuse (`fastmath`): the result is the same
+    on every machine, one instruction where the CPU has FMA (and vectorised), a libm call
+    where it has not.
+    """
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ty = context.get_value_type(sig.args[0])
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ty, [ty, ty, ty]), f"llvm.fma.{ty.intrinsic_name}")
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
 def _prefetch(typingctx, arr, i, j):  # type: ignore[no-untyped-def]
     """Ask the CPU to start loading the cache line of arr[i, j] (2-d), without waiting."""
     if not (isinstance(arr, types.Array) and arr.ndim == 2):
@@ -128,6 +152,30 @@ def _prefetch(typingctx, arr, i, j):  # type: ignore[no-untyped-def]
 
 
 # ---------------------------------------------------------------- non-zero masks
+@_inline
+def _row_mask_words(x, r, masks, o):
+    """masks[o, :] = the non-zero bits of row r of x (see `row_masks`)."""
+    d = x.shape[1]
+    for wd in range(masks.shape[1]):
+        base = wd * 64
+        m = np.uint64(0)
+        if base + 64 <= d:  # a constant trip count, which LLVM vectorises
+            for l in range(64):
+                m |= np.uint64(x[r, base + l] != 0) << np.uint64(l)
+        else:
+            for l in range(d - base):
+                m |= np.uint64(x[r, base + l] != 0) << np.uint64(l)
+        masks[o, wd] = m
+
+
+@_inline
+def _set_col_bits(x, r, word, bit):
+    """word[i] |= 1 << bit wherever x[r, i] != 0. word: (d,) uint64, contiguous, so the
+    loop vectorises."""
+    for i in range(x.shape[1]):
+        word[i] |= np.uint64(x[r, i] != 0) << bit
+
+
 @_jit
 def row_masks(x):
     """Non-zeros of each row as bits. x: (n, d) -> (n, ceil(d / 64)) uint64.
@@ -135,19 +183,9 @@ def row_masks(x):
     Bit i % 64 of word i // 64 of row r is set when x[r, i] != 0.
     """
     n, d = x.shape
-    words = (d + 63) // 64
-    masks = np.empty((n, words), dtype=np.uint64)
+    masks = np.empty((n, (d + 63) // 64), dtype=np.uint64)
     for r in range(n):
-        for wd in range(words):
-            base = wd * 64
-            m = np.uint64(0)
-            if base + 64 <= d:  # a constant trip count, which LLVM vectorises
-                for l in range(64):
-                    m |= np.uint64(x[r, base + l] != 0) << np.uint64(l)
-            else:
-                for l in range(d - base):
-                    m |= np.uint64(x[r, base + l] != 0) << np.uint64(l)
-            masks[r, wd] = m
+        _row_mask_words(x, r, masks, r)
     return masks
 
 
@@ -158,19 +196,10 @@ def col_masks(x):
     Bit r % 64 of word r // 64 of row i is set when x[r, i] != 0.
     """
     n, d = x.shape
-    words = (n + 63) // 64
-    masks = np.empty((d, words), dtype=np.uint64)
-    word = np.empty(d, dtype=np.uint64)  # contiguous, so the loop over i vectorises
-    for wd in range(words):
-        for i in range(d):
-            word[i] = 0
-        for r in range(wd * 64, min(n, wd * 64 + 64)):
-            bit = np.uint64(r % 64)
-            for i in range(d):
-                word[i] |= np.uint64(x[r, i] != 0) << bit
-        for i in range(d):
-            masks[i, wd] = word[i]
-    return masks
+    words = np.zeros(((n + 63) // 64, d), dtype=np.uint64)  # transposed: rows contiguous
+    for r in range(n):
+        _set_col_bits(x, r, words[r // 64], np.uint64(r % 64))
+    return np.ascontiguousarray(words.T)
 
 
 # ---------------------------------------------------------------- the product
@@ -183,8 +212,8 @@ def _add_pair(acc0, acc1, v0, v1, right, i, t0, width):
     """
     for j in range(width):
         r = right[i, t0 + np.uint64(j)]
-        acc0[j] += v0 * r
-        acc1[j] += v1 * r
+        acc0[j] = _fma(v0, r, acc0[j])
+        acc1[j] = _fma(v1, r, acc1[j])
 
 
 @_jit
@@ -256,26 +285,43 @@ def _sparse_matmul(left, masks, right, bias, out, mode, scale):
 
 # ---------------------------------------------------------------- the Ops kernels
 @_jit
-def linear(x, w, b, relu):
-    """z = x @ w + b, then ReLU when `relu`. x: (n, d_in), w: (d_in, d_out) -> (n, d_out)."""
+def _narrow(n, d_out):
+    """Whether a product with n output rows of d_out columns is computed transposed, dense."""
+    return d_out <= NARROW < n
+
+
+@_jit
+def _no_masks():
+    return np.empty((0, 1), dtype=np.uint64)
+
+
+@_jit
+def _linear(x, masks, w, b, relu):
+    """`linear`, given masks = row_masks(x) (not read, and may be `_no_masks()`, when the
+    output is narrow)."""
     n, d_out = x.shape[0], w.shape[1]
     out = np.empty((n, d_out), dtype=w.dtype)
     zero = w.dtype.type(0)
     mode = RELU if relu else ASSIGN
-    if d_out <= NARROW < n:
-        # Few outputs (the logits): a tile would be mostly padding, so compute z.T, whose
-        # rows are n long. Each z[r, j] is the same sum, over the non-zeros of w instead.
-        zt = np.empty((d_out, n), dtype=w.dtype)
-        xt = _padded(x.T)
-        _sparse_matmul_padded(w.T, col_masks(w), xt, np.zeros(n, dtype=w.dtype), zt,
-                              ASSIGN, zero)
+    if _narrow(n, d_out):
+        # Few outputs (the logits): a tile would be mostly padding. out = (x.T).T @ w is the
+        # weight-gradient product of `_narrow_weight_grad`, whose tiles run along the batch;
+        # each out[r, j] is the same ascending sum over i (plus terms that are +-0).
+        _narrow_weight_grad(np.ascontiguousarray(x.T), w, out, ASSIGN, zero)
         for r in range(n):
             for j in range(d_out):
-                z = zt[j, r] + b[j]
+                z = out[r, j] + b[j]
                 out[r, j] = z if mode == ASSIGN or z > 0 else 0
     else:
-        _sparse_matmul(x, row_masks(x), w, b, out, mode, zero)
+        _sparse_matmul(x, masks, w, b, out, mode, zero)
     return out
+
+
+@_jit
+def linear(x, w, b, relu):
+    """z = x @ w + b, then ReLU when `relu`. x: (n, d_in), w: (d_in, d_out) -> (n, d_out)."""
+    masks = _no_masks() if _narrow(x.shape[0], w.shape[1]) else row_masks(x)
+    return _linear(x, masks, w, b, relu)
 
 
 @_jit
@@ -332,17 +378,27 @@ def _narrow_weight_grad(a, delta, out, mode, scale):
 
 
 @_jit
+def _weight_grad_into(a, masks, delta, out, mode, scale):
+    """`weight_grad_into`, given masks = col_masks(a) (not read, and may be `_no_masks()`,
+    when the output is narrow)."""
+    d_in, d_out = out.shape
+    if _narrow(d_in, d_out):
+        _narrow_weight_grad(a, delta, out, mode, scale)
+    else:
+        zeros = np.zeros(max(d_in, d_out), dtype=delta.dtype)
+        _sparse_matmul(a.T, masks, delta, zeros, out, mode, scale)
+
+
+@_jit
 def weight_grad_into(a, delta, out, mode, scale):
     """out = a.T @ delta (mode ASSIGN) or out = out - scale * (a.T @ delta) (SUBTRACT).
 
     a: (n, d_in), delta: (n, d_out) C-contiguous, out: (d_in, d_out), written in place.
     """
-    d_in, d_out = out.shape
-    if d_out <= NARROW < d_in:
-        _narrow_weight_grad(a, delta, out, mode, scale)
+    if _narrow(out.shape[0], out.shape[1]):
+        _narrow_weight_grad(a, delta, out, mode, scale)  # no masks to make
     else:
-        zeros = np.zeros(max(d_in, d_out), dtype=delta.dtype)
-        _sparse_matmul(a.T, col_masks(a), delta, zeros, out, mode, scale)
+        _weight_grad_into(a, col_masks(a), delta, out, mode, scale)
 
 
 @_jit
@@ -431,28 +487,52 @@ def _update(p, g, v, lr, momentum):
 
 
 @_jit
-def _train_step(ws, bs, vws, vbs, xb, yb, lr, momentum):
+def _train_step(ws, bs, vws, vbs, xb, x_rows, x_cols, yb, lr, momentum):
     """One step on the batch (xb, yb), in place; returns the batch's mean loss (float64).
 
+    x_rows, x_cols: row_masks(xb), col_masks(xb), made while the batch was gathered.
     The same kernels in the same order as `fnn.backprop` + `fnn.sgd_step`, hence the
     same bits; layer l is updated once its gradient and the delta below it are known.
     """
     n_layers = len(ws)
     acts = [xb]
     for l in range(n_layers):
-        acts.append(linear(acts[l], ws[l], bs[l], l < n_layers - 1))
+        a, w = acts[l], ws[l]
+        masks = x_rows if l == 0 else (
+            _no_masks() if _narrow(a.shape[0], w.shape[1]) else row_masks(a))
+        acts.append(_linear(a, masks, w, bs[l], l < n_layers - 1))
     value, delta = softmax_xent(acts[n_layers], yb)
     for l in range(n_layers - 1, -1, -1):
+        a, w = acts[l], ws[l]
         gb = bias_grad(delta)
-        below = relu_backward(delta, ws[l], acts[l]) if l > 0 else delta  # before ws[l] moves
+        below = relu_backward(delta, w, a) if l > 0 else delta  # before ws[l] moves
+        masks = x_cols if l == 0 else (
+            _no_masks() if _narrow(w.shape[0], w.shape[1]) else col_masks(a))
         if momentum == 0:
             # w - lr * g straight from the registers that hold g: no gradient array.
-            weight_grad_into(acts[l], delta, ws[l], SUBTRACT, lr)
+            _weight_grad_into(a, masks, delta, w, SUBTRACT, lr)
         else:
-            _update(ws[l], weight_grad(acts[l], delta), vws[l], lr, momentum)
+            g = np.empty_like(w)
+            _weight_grad_into(a, masks, delta, g, ASSIGN, delta.dtype.type(0))
+            _update(w, g, vws[l], lr, momentum)
         _update(bs[l], gb, vbs[l], lr, momentum)
         delta = below
     return value
+
+
+@_inline
+def _gather_row(x, e, xb, r, rows, cols_t):
+    """Row e of x -> xb[r]; rows[r] = its row mask; bit r % 64 of cols_t[r // 64, i] set
+    where it is non-zero. Returns False when the row holds a NaN or an infinity."""
+    bad = False
+    for i in range(xb.shape[1]):  # an explicit loop copies twice as fast as a slice
+        v = x[e, i]
+        xb[r, i] = v
+        bad |= v - v != 0  # NaN exactly when v is NaN or infinite
+    # The masks of the row while it is in L1: a pass over the batch would cost more.
+    _row_mask_words(xb, r, rows, r)
+    _set_col_bits(xb, r, cols_t[r // 64], np.uint64(r % 64))
+    return not bad
 
 
 @_jit
@@ -464,23 +544,31 @@ def train_epoch(ws, bs, vws, vbs, x, y, order, batch_size, lrs, momentum):
     x: (N, d_in); y: (N,) int64; order: (n,) int64 rows of x; lrs: (steps,) one learning
     rate per step and momentum: a scalar, both of the params' dtype. The last batch
     holds the remaining n % batch_size rows, if any.
-    Returns the mean loss of each step, (steps,) float64.
+
+    Returns (the mean loss of each step, (steps,) float64; -1, or the first row of x in
+    order that holds a NaN or an infinity, where the epoch stopped: the rows are checked
+    as they are gathered, so that no separate pass over x is needed).
     """
     n, d_in = order.shape[0], x.shape[1]
     steps = (n + batch_size - 1) // batch_size
     losses = np.empty(steps)
-    xb_full = np.empty((min(batch_size, n), d_in), dtype=x.dtype)
-    yb_full = np.empty(min(batch_size, n), dtype=np.int64)
+    full = min(batch_size, n)
+    xb_full = np.empty((full, d_in), dtype=x.dtype)
+    yb_full = np.empty(full, dtype=np.int64)
+    rows_full = np.empty((full, (d_in + 63) // 64), dtype=np.uint64)
+    cols_t = np.empty(((full + 63) // 64, d_in), dtype=np.uint64)  # col masks, transposed
     line = max(1, 64 // x.itemsize)  # elements per 64-byte cache line
     for s in range(steps):
         start = s * batch_size
         size = min(batch_size, n - start)
-        xb, yb = xb_full[:size], yb_full[:size]
+        xb, yb, x_rows = xb_full[:size], yb_full[:size], rows_full[:size]
+        cols_t[:] = 0
         for r in range(size):
             e = order[start + r]
-            for i in range(d_in):  # an explicit loop copies twice as fast as xb[r] = x[e]
-                xb[r, i] = x[e, i]
+            if not _gather_row(x, e, xb, r, x_rows, cols_t):
+                return losses[:s], e
             yb[r] = y[e]
+        x_cols = np.ascontiguousarray(cols_t[: (size + 63) // 64].T)
         # The next batch's rows are scattered over x (random rows cost ~15% of an MNIST
         # epoch): start loading them now, while this step computes. The first lines of a
         # row are enough to start the CPU's own stream prefetcher on it; prefetching
@@ -488,5 +576,5 @@ def train_epoch(ws, bs, vws, vbs, x, y, order, batch_size, lrs, momentum):
         for k in range(start + size, min(n, start + size + batch_size)):
             for i in range(0, min(d_in, 4 * line), line):
                 _prefetch(x, order[k], i)
-        losses[s] = _train_step(ws, bs, vws, vbs, xb, yb, lrs[s], momentum)
-    return losses
+        losses[s] = _train_step(ws, bs, vws, vbs, xb, x_rows, x_cols, yb, lrs[s], momentum)
+    return losses, -1

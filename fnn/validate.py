@@ -108,8 +108,19 @@ def _all_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
-def check_x(x: Any, params: Params, dtype: np.dtype, name: str = "x") -> tuple[np.ndarray, bool]:
-    """Check inputs `x: (batch, d_in)` or `(d_in,)` of the params' dtype, finite, non-empty.
+def nonfinite_error(x: np.ndarray, name: str = "x", rows: Any = slice(None)) -> ValueError:
+    """The error for a NaN or an infinity in x[rows] (which must hold one), at its index in x."""
+    first = np.argwhere(~np.isfinite(x[rows]))[0]
+    index = (np.arange(x.shape[0])[rows][first[0]], *first[1:].tolist())
+    return ValueError(f"{name}: expected finite values, got {x[index]} at index "
+                      f"{tuple(int(i) for i in index)}")
+
+
+def check_x(
+    x: Any, params: Params, dtype: np.dtype, name: str = "x", *, finite: bool = True
+) -> tuple[np.ndarray, bool]:
+    """Check inputs `x: (batch, d_in)` or `(d_in,)` of the params' dtype, non-empty and,
+    unless `finite=False` (for a caller that checks the rows it uses), finite.
 
     Returns (x as a C-contiguous (batch, d_in) array, whether a single example was given).
     """
@@ -133,11 +144,8 @@ def check_x(x: Any, params: Params, dtype: np.dtype, name: str = "x") -> tuple[n
         x = x.reshape(1, d_in)
     if x.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one example, got an empty batch {x.shape}")
-    if not _all_finite(x):
-        bad = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(
-            f"{name}: expected finite values, got {x[tuple(bad)]} at index {tuple(bad.tolist())}"
-        )
+    if finite and not _all_finite(x):
+        raise nonfinite_error(x, name)
     return np.ascontiguousarray(x), single
 
 

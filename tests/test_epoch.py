@@ -161,3 +161,21 @@ def test_momentum_epoch_rejects_bad_momentum_and_velocity():
             momentum_epoch(params, None, x, y, order, 3, 0.1, momentum)
     with pytest.raises(ValueError, match=r"velocity: expected 2 layers like params, got 1"):
         momentum_epoch(params, params[:1], x, y, order, 3, 0.1, 0.9)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_sgd_epoch_rejects_a_non_finite_row_it_uses_and_ignores_rows_it_does_not(bad):
+    params, x, y, _ = dataset(6, [6, 4, 3], 10)
+    x[7, 2] = bad
+    with pytest.raises(ValueError, match=rf"x: expected finite values, got {bad} at index "
+                                         r"\(7, 2\)"):
+        sgd_epoch(params, x, y, np.array([0, 1, 2, 3, 7, 4]), 2, 0.1)
+    with pytest.raises(ValueError, match=r"x: expected finite values, .* at index \(7, 2\)"):
+        momentum_epoch(params, None, x, y, np.arange(10), 3, 0.1, 0.9)
+    # Rows that the order leaves out are never read: the epoch runs as on clean data.
+    clean = x.copy()
+    clean[7] = 0
+    order = np.array([0, 1, 2, 3, 4, 5, 6, 8, 9])
+    assert_same_bits(sgd_epoch(params, x, y, order, 2, 0.1)[0],
+                     sgd_epoch(params, clean, y, order, 2, 0.1)[0])
+

@@ -54,6 +54,14 @@ def close(actual, expected, rtol):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
 
 
+def half_significand(a):
+    """a rounded to half its dtype's significand bits (12 of float32's 24, 26 of float64's 53),
+    so that the product of two such numbers is exact in the dtype."""
+    bits = (np.finfo(a.dtype).nmant + 1) // 2
+    m, e = np.frexp(a)
+    return np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e).astype(a.dtype)
+
+
 def sparse(rng, shape, dtype, zeros):
     """Standard normal entries, a fraction `zeros` of them exactly 0."""
     a = rng.standard_normal(shape).astype(dtype)
@@ -190,8 +198,12 @@ def test_weight_grad_sums_the_batch_in_ascending_order(shape, dtype):
     # The documented fixed order, exactly: out[i, j] = ((a[0,i]*d[0,j] + a[1,i]*d[1,j]) + ...)
     # rounded to the dtype at every step, whichever path (masked, or dense for narrow
     # outputs) the shape takes; skipped zero terms change at most the sign of a zero (==).
+    # The kernels fuse each multiply-add (one rounding); NumPy below rounds the product
+    # and then the sum. Operands with half the dtype's significand bits make every
+    # product exact, so the two agree, while each addition still rounds and shows the order.
     # The in-place SGD update of the epoch path must give the bits of w - lr * grad.
     x, w, _, delta = operands(7, *shape, dtype)
+    x, delta = half_significand(x), half_significand(delta)
     want = np.zeros((shape[1], shape[2]), dtype=dtype)
     for r in range(shape[0]):
         want = want + x[r, :, None] * delta[r, None, :]
