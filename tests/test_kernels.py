@@ -245,3 +245,25 @@ def test_backprop_with_the_kernels_matches_the_notebook(sizes, batch, dtype):
     for g, gw in zip(grads, want):
         close(g.w, gw.w, RTOL[dtype])
         close(g.b, gw.b, RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_each_product_is_added_with_one_rounding(dtype):
+    # u = 1 + 2**-h with 2h + 1 > p, for a p-bit significand: u * u = 1 + 2**(1-h) + 2**-2h
+    # needs 2h + 1 bits, so a rounded product drops the last term and -1 + u * u gives
+    # 2**(1-h); a fused multiply-add keeps it exactly. Every path of the kernels (pairs of
+    # rows, the narrow dense loop, forward and weight gradient) must keep it.
+    h = (np.finfo(dtype).nmant + 2) // 2  # 12 for float32 (p = 24), 27 for float64 (p = 53)
+    u = dtype(1 + 2.0**-h)
+    fused = 2.0 ** (1 - h) + 2.0 ** (-2 * h)
+    assert float(dtype(-1) + u * u) != fused  # NumPy rounds the product first
+    for d_in in (1, 20):  # the masked path; and the narrow one (d_out = 1 < NARROW < d_in)
+        a = np.zeros((2, d_in), dtype=dtype)
+        a[:, 0] = [1, u]
+        delta = np.array([[-1], [u]], dtype=dtype)
+        assert kernels.weight_grad(a, delta)[0, 0] == fused
+    for n in (1, 17):  # the masked path; and the narrow one (d_out = 1 < NARROW < n)
+        x = np.tile(np.array([[-1, u]], dtype=dtype), (n, 1))
+        w = np.array([[1], [u]], dtype=dtype)
+        z = kernels.linear(x, w, np.zeros(1, dtype=dtype), False)
+        np.testing.assert_array_equal(z, np.full((n, 1), fused, dtype=dtype))

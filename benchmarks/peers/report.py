@@ -111,8 +111,10 @@ def step_rows(ds, order, peers) -> list[Row]:
     return rows
 
 
-def kernel_rows(ds) -> list[Row]:
+def kernel_rows(ds) -> tuple[list[Row], dict[str, int]]:
+    """The rows, and the calls each makes per timed round."""
     rows: list[Row] = []
+    calls: dict[str, int] = {}
     rng = np.random.default_rng(SEED)
     for dtype in (np.float32, np.float64):
         params = fnn.init_params(SEED, SIZES, dtype=dtype)
@@ -127,11 +129,13 @@ def kernel_rows(ds) -> list[Row]:
                 shape = f"{a.shape[1]}x{delta.shape[1]}"
                 for label, f in (("numba", kernels.weight_grad), ("numpy", NUMPY_OPS.weight_grad),
                                  ("notebook", notebook_weight_grad)):
-                    reps = 2 if label == "notebook" else 20
-                    rows.append((f"weight_grad {shape} b{batch}: {label} | "
-                                 f"{np.dtype(dtype).name}",
-                                 repeat(lambda f=f, a=a, delta=delta: f(a, delta), reps)))
-    return rows
+                    # Enough calls per timed round that a round lasts ~1 ms or more.
+                    small = a.shape[1] * delta.shape[1] * batch < 100_000
+                    reps = (20 if small else 2) if label == "notebook" else (500 if small else 20)
+                    name = f"weight_grad {shape} b{batch}: {label} | {np.dtype(dtype).name}"
+                    rows.append((name, repeat(lambda f=f, a=a, delta=delta: f(a, delta), reps)))
+                    calls[name] = reps
+    return rows, calls
 
 
 SCRIPT = f"""
@@ -225,7 +229,8 @@ def main() -> None:
 
     epochs = interleaved(epoch_rows(ds, order, peers), args.rounds)
     steps = interleaved(step_rows(ds, order, peers), args.rounds)
-    kern = interleaved(kernel_rows(ds), args.rounds)
+    rows, calls = kernel_rows(ds)
+    kern = {k: t / calls[k] for k, t in interleaved(rows, args.rounds).items()}
     compiled = compile_times()
     end_to_end, accuracy = ten_epochs()
     load_end = os.getloadavg()
@@ -271,13 +276,13 @@ def main() -> None:
 
 
 def _kernel_table(kern: dict[str, float]) -> list[str]:
+    """kern: seconds per call of each kernel row."""
     lines = ["### Weight-gradient kernel a.T @ delta (per call)", "",
              "| shape, batch | dtype | numba (us) | numpy BLAS (us) | notebook (us) | "
              "notebook / numba | numpy / numba |", "|---|---|---:|---:|---:|---:|---:|"]
     keys = sorted({(k.split(": ")[0], k.split(" | ")[1]) for k in kern})
     for what, dtype in keys:
-        t = {impl: kern[f"{what}: {impl} | {dtype}"] / (2 if impl == "notebook" else 20)
-             for impl in ("numba", "numpy", "notebook")}
+        t = {impl: kern[f"{what}: {impl} | {dtype}"] for impl in ("numba", "numpy", "notebook")}
         lines.append(f"| {what.removeprefix('weight_grad ')} | {dtype} | {t['numba'] * 1e6:.1f} "
                      f"| {t['numpy'] * 1e6:.1f} | {t['notebook'] * 1e6:.1f} | "
                      f"{t['notebook'] / t['numba']:.1f}x | {t['numpy'] / t['numba']:.1f}x |")
