@@ -84,15 +84,20 @@ def jax_task(params: Params, x: np.ndarray, y: np.ndarray, order: np.ndarray,
         logp = jax.nn.log_softmax(h @ p[2] + p[3])
         return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
 
-    def sgd(p: tuple, idx: jax.Array) -> tuple[tuple, jax.Array]:
-        loss, g = jax.value_and_grad(loss_fn)(p, xj[idx], yj[idx])
+    # x and y are arguments, not closed-over constants: measured ~5% faster here.
+    def sgd(p: tuple, idx: jax.Array, xa: jax.Array, ya: jax.Array) -> tuple[tuple, jax.Array]:
+        loss, g = jax.value_and_grad(loss_fn)(p, xa[idx], ya[idx])
         return tuple(a - lr * b for a, b in zip(p, g)), loss
 
-    step = jax.jit(sgd)
+    jitted_step = jax.jit(sgd)
+
+    def step(p: tuple, idx: jax.Array) -> tuple[tuple, jax.Array]:
+        return jitted_step(p, idx, xj, yj)
 
     @jax.jit
-    def scan_epoch(p: tuple, batches: jax.Array) -> tuple[tuple, jax.Array]:
-        return jax.lax.scan(sgd, p, batches)
+    def scan_epoch(p: tuple, batches: jax.Array, xa: jax.Array,
+                   ya: jax.Array) -> tuple[tuple, jax.Array]:
+        return jax.lax.scan(lambda q, idx: sgd(q, idx, xa, ya), p, batches)
 
     full, rest = _batches(order, batch_size)
     full_j = jnp.asarray(full)
@@ -102,7 +107,7 @@ def jax_task(params: Params, x: np.ndarray, y: np.ndarray, order: np.ndarray,
     batches = [jnp.asarray(order[s : s + batch_size]) for s in range(0, len(order), batch_size)]
 
     def scanned() -> float:
-        p, losses = scan_epoch(p0, full_j)
+        p, losses = scan_epoch(p0, full_j, xj, yj)
         loss = losses[-1]
         if rest_j is not None:
             p, loss = step(p, rest_j)
