@@ -34,6 +34,7 @@ __all__ = [
     "check_order",
     "momentum_epoch",
     "momentum_epoch_unchecked",
+    "run_epoch",
     "sgd_epoch",
     "sgd_epoch_unchecked",
     "steps_in_epoch",
@@ -98,7 +99,7 @@ def _check(
     params: Any, x: Any, y: Any, order: Any, batch_size: Any, lr: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
     dtype = check_params(params)
-    # Finiteness is checked on the rows the epoch uses, as it gathers them (see `_run`).
+    # Finiteness is checked on the rows the epoch uses, as it gathers them (see `run_epoch`).
     x2, single = check_x(x, params, dtype, finite=False)
     if single:
         raise ValueError(f"x: expected a dataset of shape (n, {x2.shape[1]}), got {np.shape(x)}")
@@ -109,10 +110,16 @@ def _check(
     return x2, y2, order2, batch_size, lrs
 
 
-def _run(
+def run_epoch(
     params: Params, velocity: Params | None, x: np.ndarray, y: np.ndarray,
     order: np.ndarray, batch_size: int, lrs: np.ndarray, momentum: float,
 ) -> tuple[Params, Params, np.ndarray]:
+    """The epoch itself, for validated inputs (see `sgd_epoch_unchecked`): plain SGD when
+    velocity is None (momentum is then ignored), else SGD with momentum.
+
+    Returns (new params, new velocity or (), the loss of each step as float64, exactly
+    as `fnn.backprop` returns it).
+    """
     from . import kernels  # numba loads on first use, as in fnn.backends
 
     dtype = params[0].w.dtype
@@ -132,7 +139,7 @@ def _run(
         () if velocity is None
         else tuple(Layer(freeze(w), freeze(b)) for w, b in zip(vws, vbs))
     )
-    return new_params, new_velocity, losses.astype(dtype)
+    return new_params, new_velocity, losses
 
 
 def sgd_epoch_unchecked(
@@ -142,8 +149,8 @@ def sgd_epoch_unchecked(
 ) -> tuple[Params, np.ndarray]:
     """`sgd_epoch` for validated inputs: x (N, d_in) C-contiguous of the params' dtype,
     y (N,) int64, order (n,) int64 in [0, N), lrs (steps,) positive, any float dtype."""
-    new_params, _, losses = _run(params, None, x, y, order, batch_size, lrs, 0.0)
-    return new_params, losses
+    new_params, _, losses = run_epoch(params, None, x, y, order, batch_size, lrs, 0.0)
+    return new_params, losses.astype(params[0].w.dtype)
 
 
 def sgd_epoch(
@@ -175,7 +182,9 @@ def momentum_epoch_unchecked(
     batch_size: int, lrs: np.ndarray, momentum: float,
 ) -> tuple[Params, Params, np.ndarray]:
     """`momentum_epoch` for validated inputs (see `sgd_epoch_unchecked`)."""
-    return _run(params, velocity, x, y, order, batch_size, lrs, momentum)
+    new_params, new_velocity, losses = run_epoch(params, velocity, x, y, order, batch_size,
+                                                 lrs, momentum)
+    return new_params, new_velocity, losses.astype(params[0].w.dtype)
 
 
 def momentum_epoch(

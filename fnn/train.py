@@ -29,10 +29,12 @@ import numpy as np
 
 from .backends import BACKENDS, get_backend, get_ops
 from .data import batch_indices
+from .epoch import run_epoch
 from .mlp import activations_unchecked, backprop_unchecked
 from .optim import (
     Optimizer,
     Schedule,
+    SGDState,
     adam,
     constant_schedule,
     cosine_decay,
@@ -421,6 +423,10 @@ def fit(
     callbacks: functions called with an Event after each step, evaluation and epoch, and
         at start and end.
 
+    Speed: with the numba backend, optimizer "sgd" or "momentum" without weight decay, no
+    callbacks and eval_every 0, each epoch runs as one compiled loop
+    (`fnn.epoch.run_epoch`): the same bits as the loop over steps, in about half the time.
+
     Raises TrainingDiverged when a step's loss is not finite (its `state` is the last
     good one) and TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the state of
     the last complete step. Returns the state after config.epochs epochs: `.params` and
@@ -516,6 +522,12 @@ def _run(
             return None
         return (step, *_evaluate(ops, params, x_val, y_val), time.perf_counter() - t0)
 
+    # Whole epochs in one compiled loop (`fnn.epoch.run_epoch`, bit-identical to the loop
+    # below) when nothing needs to see the steps one by one.
+    compiled = (not callbacks and not eval_every and ops is get_ops("numba")
+                and config.optimizer in ("sgd", "momentum") and not config.weight_decay)
+    momentum = config.momentum if config.optimizer == "momentum" else 0.0
+
     try:
         if cur.step == 0 and not evals and (ev := measure(cur.params, 0)):
             evals.append(ev)
@@ -524,6 +536,22 @@ def _run(
             rng = rng_from_state(cur.rng_state)
             batches = batch_indices(n, bs, rng, drop_last=config.drop_last)
             next_rng_state = rng.bit_generator.state
+            if compiled and cur.batch == 0:
+                # The optimizer's count is the step (both start at 0 and move together).
+                epoch_lrs = [float(schedule(cur.step + k)) for k in range(len(batches))]
+                params, velocity, epoch_losses = run_epoch(
+                    cur.params, cur.opt_state.velocity if momentum else None, x, y,
+                    np.concatenate(batches), bs, np.array(epoch_lrs), momentum)
+                # A loss that is not finite: the loop below re-runs the epoch and stops at it.
+                if np.isfinite(epoch_losses).all():
+                    step = cur.step + len(batches)
+                    losses.extend(epoch_losses.tolist())
+                    lrs.extend(epoch_lrs)
+                    if ev := measure(params, step):
+                        evals.append(ev)
+                    cur = _Cursor(params, SGDState(cur.opt_state.count + len(batches), velocity),
+                                  step, cur.epoch + 1, 0, next_rng_state)
+                    continue
             for b in range(cur.batch, len(batches)):
                 idx = batches[b]
                 step = cur.step

@@ -199,6 +199,72 @@ def test_callbacks_see_each_event_in_order():
     assert mid.step == 5 and mid.history.loss.size == 5
 
 
+# ---------------------------------------------------------------- compiled epochs
+def counting_epochs(monkeypatch):
+    """Count fit's whole-epoch calls of fnn.epoch.run_epoch."""
+    calls = []
+    real = fnn.train.run_epoch
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(fnn.train, "run_epoch", spy)
+    return calls
+
+
+@pytest.mark.parametrize(("optimizer", "schedule", "drop_last", "dtype"), [
+    ("sgd", "constant", False, "float32"),  # a last batch of 12
+    ("sgd", "cosine", True, "float64"),
+    ("momentum", "step", False, "float32"),
+    ("momentum", "exp", True, "float64"),
+])
+def test_whole_epochs_in_compiled_code_equal_the_step_by_step_loop(
+        monkeypatch, optimizer, schedule, drop_last, dtype):
+    # With no callback and no mid-epoch evaluation fit runs each epoch through
+    # fnn.epoch.run_epoch; a callback forces the loop over steps. Same bits either way.
+    calls = counting_epochs(monkeypatch)
+    x, y, xv, yv = blobs(dtype=np.dtype(dtype))
+    config = CONFIG._replace(optimizer=optimizer, schedule=schedule, drop_last=drop_last,
+                             eval_every=0, dtype=dtype, backend="numba", decay_epochs=1.0)
+    compiled = fit(None, (x, y, xv, yv), config)
+    assert len(calls) == config.epochs
+    same_run(compiled, fit(None, (x, y, xv, yv), config, callbacks=[lambda event: None]))
+    assert len(calls) == config.epochs  # the callback run took the loop over steps
+    assert compiled.history.eval_step.tolist() == [0, *(s * compiled.step // 3 for s in (1, 2, 3))]
+
+
+def test_compiled_epochs_are_only_used_where_they_are_exact(monkeypatch):
+    calls = counting_epochs(monkeypatch)
+    base = CONFIG._replace(eval_every=0, backend="numba")
+    for change in ({"optimizer": "nesterov"}, {"optimizer": "adam", "lr": 0.01},
+                   {"weight_decay": 1e-3}, {"eval_every": 4}, {"backend": "numpy"}):
+        fit(None, DATA, base._replace(**change))
+    assert calls == []
+
+
+def test_resume_mid_epoch_then_compiled_epochs_is_bit_identical(monkeypatch):
+    calls = counting_epochs(monkeypatch)
+    config = CONFIG._replace(eval_every=0, backend="numba", optimizer="momentum")
+    full = fit(None, DATA, config)
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(None, DATA, config, callbacks=[interrupt_at(13)])
+    calls.clear()
+    resumed = fit(None, DATA, resume=info.value.state)  # the rest of epoch 1 step by step
+    assert len(calls) == 1  # then epoch 2 compiled
+    same_run(resumed, full)
+
+
+def test_compiled_epoch_that_diverges_stops_at_the_step():
+    config = CONFIG._replace(eval_every=0, backend="numba", lr=1e30)
+    with pytest.raises(TrainingDiverged) as compiled:
+        fit(None, DATA, config)
+    with pytest.raises(TrainingDiverged) as stepwise:
+        fit(None, DATA, config, callbacks=[lambda event: None])
+    assert compiled.value.step == stepwise.value.step
+    same_run(compiled.value.state, stepwise.value.state)
+
+
 # ---------------------------------------------------------------- divergence
 def test_non_finite_loss_stops_with_the_step_and_the_last_good_state(monkeypatch):
     patch_backprop(monkeypatch, 13, "nan")
