@@ -296,6 +296,19 @@ def _no_masks():
 
 
 @_jit
+def _linear_masks(x, w):
+    """The masks `_linear(x, masks, w, ...)` reads: row_masks(x), none for a narrow output."""
+    return _no_masks() if _narrow(x.shape[0], w.shape[1]) else row_masks(x)
+
+
+@_jit
+def _weight_grad_masks(a, w):
+    """The masks `_weight_grad_into(a, masks, ...)` reads for a gradient shaped like w:
+    col_masks(a), none for a narrow output."""
+    return _no_masks() if _narrow(w.shape[0], w.shape[1]) else col_masks(a)
+
+
+@_jit
 def _linear(x, masks, w, b, relu):
     """`linear`, given masks = row_masks(x) (not read, and may be `_no_masks()`, when the
     output is narrow)."""
@@ -320,8 +333,7 @@ def _linear(x, masks, w, b, relu):
 @_jit
 def linear(x, w, b, relu):
     """z = x @ w + b, then ReLU when `relu`. x: (n, d_in), w: (d_in, d_out) -> (n, d_out)."""
-    masks = _no_masks() if _narrow(x.shape[0], w.shape[1]) else row_masks(x)
-    return _linear(x, masks, w, b, relu)
+    return _linear(x, _linear_masks(x, w), w, b, relu)
 
 
 @_jit
@@ -498,16 +510,14 @@ def _train_step(ws, bs, vws, vbs, xb, x_rows, x_cols, yb, lr, momentum):
     acts = [xb]
     for l in range(n_layers):
         a, w = acts[l], ws[l]
-        masks = x_rows if l == 0 else (
-            _no_masks() if _narrow(a.shape[0], w.shape[1]) else row_masks(a))
+        masks = x_rows if l == 0 else _linear_masks(a, w)
         acts.append(_linear(a, masks, w, bs[l], l < n_layers - 1))
     value, delta = softmax_xent(acts[n_layers], yb)
     for l in range(n_layers - 1, -1, -1):
         a, w = acts[l], ws[l]
         gb = bias_grad(delta)
         below = relu_backward(delta, w, a) if l > 0 else delta  # before ws[l] moves
-        masks = x_cols if l == 0 else (
-            _no_masks() if _narrow(w.shape[0], w.shape[1]) else col_masks(a))
+        masks = x_cols if l == 0 else _weight_grad_masks(a, w)
         if momentum == 0:
             # w - lr * g straight from the registers that hold g: no gradient array.
             _weight_grad_into(a, masks, delta, w, SUBTRACT, lr)
