@@ -1,8 +1,10 @@
 """The two compute paths behind one API, and how to choose between them.
 
-A backend is an `Ops` record of six primitives with the same signatures on both paths:
-`"numpy"` builds them from BLAS matmuls, `"numba"` (the default) from the jitted loops
-in `fnn.kernels`. `fnn.mlp` writes forward and backprop once, over an `Ops`.
+A backend is an `Ops` record of primitives with the same signatures on both paths:
+`"numpy"` builds them from BLAS matmuls and the NumPy functions of the activation and
+loss records, `"numba"` (the default) from the jitted loops in `fnn.kernels`, which
+compile the very same record functions. `fnn.mlp` writes forward and backprop once,
+over an `Ops`.
 
 Choose per call with `backend="numpy"`, for a whole program with `fnn.set_backend`, or
 before start-up with the environment variable `FNN_BACKEND`.
@@ -16,73 +18,69 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .activations import Activation
+from .losses import Loss
+
 __all__ = ["BACKENDS", "Ops", "get_backend", "get_ops", "set_backend"]
 
 
 class Ops(NamedTuple):
-    """Primitives of one compute path. Shapes: n examples, k classes.
+    """Primitives of one compute path. Shapes: n examples, k outputs.
 
-    linear(x: (n, d_in), w: (d_in, d_out), b: (d_out,), relu: bool) -> (n, d_out)
-    relu_backward(delta: (n, d_out), w: (d_in, d_out), a_prev: (n, d_in)) -> (n, d_in)
-        (delta @ w.T) masked where a_prev == 0 (ReLU'(0) = 0)
+    layer(x: (n, d_in), w: (d_in, d_out), b: (d_out,), act: Activation)
+        -> (z, a): z = x @ w + b and a = act(z), both (n, d_out); z may be a itself
+        where act's derivative reads only its sign (ReLU) or act is the identity.
+    backward(delta: (n, d_out), w: (d_in, d_out), z, a: (n, d_in) the previous layer's
+        pre-activation and activation, a_in: (n, d_in) what this layer read (a after
+        dropout), act: that layer's Activation, drop: (n, d_in) dropout multiplier or
+        None) -> ((delta @ w.T) * drop) * act'(z): (n, d_in), the gradient at z.
     weight_grad(a: (n, d_in), delta: (n, d_out)) -> (d_in, d_out)      a.T @ delta
     bias_grad(delta: (n, d_out)) -> (d_out,)                            sum over n
-    softmax_xent(logits: (n, k), y: (n,) int64) -> (mean loss, dloss/dlogits (n, k))
-    softmax_xent_loss(logits: (n, k), y: (n,) int64) -> mean loss
+    loss_grad(out: (n, k), y, loss: Loss) -> (mean loss, dloss/dout (n, k))
+    loss_value(out: (n, k), y, loss: Loss) -> mean loss
     """
 
-    linear: Callable
-    relu_backward: Callable
+    layer: Callable
+    backward: Callable
     weight_grad: Callable
     bias_grad: Callable
-    softmax_xent: Callable
-    softmax_xent_loss: Callable
+    loss_grad: Callable
+    loss_value: Callable
 
 
-def _np_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray, relu: bool) -> np.ndarray:
+def _np_layer(x: np.ndarray, w: np.ndarray, b: np.ndarray,
+              act: Activation) -> tuple[np.ndarray, np.ndarray]:
     z = x @ w
     z += b
-    if relu:
+    if act.zero_preserving:  # ReLU: in place, its derivative reads only z > 0
         np.maximum(z, 0, out=z)
-    return z
+        return z, z
+    a = np.asarray(act.forward(z), dtype=z.dtype)
+    return z, a
 
 
-def _np_relu_backward(delta: np.ndarray, w: np.ndarray, a_prev: np.ndarray) -> np.ndarray:
+def _np_backward(delta: np.ndarray, w: np.ndarray, z: np.ndarray, a: np.ndarray,
+                 a_in: np.ndarray, act: Activation, drop: np.ndarray | None) -> np.ndarray:
     out = delta @ w.T
-    out *= a_prev > 0
+    if drop is not None:
+        out *= drop
+    out *= act.derivative(z, a)
     return out
 
 
-def _np_shifted_logits(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # Log-softmax stabilised by the row max: exp never overflows.
-    s = logits - logits.max(axis=1, keepdims=True)
-    return s, np.log(np.exp(s).sum(axis=1, keepdims=True))
-
-
-def _np_softmax_xent_loss(logits: np.ndarray, y: np.ndarray) -> float:
-    s, lse = _np_shifted_logits(logits)
-    rows = np.arange(logits.shape[0])
-    return float((lse[:, 0] - s[rows, y]).mean(dtype=np.float64))
-
-
-def _np_softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    n = logits.shape[0]
-    s, lse = _np_shifted_logits(logits)
-    rows = np.arange(n)
-    value = float((lse[:, 0] - s[rows, y]).mean(dtype=np.float64))
-    delta = np.exp(s - lse)
-    delta[rows, y] -= 1
-    delta /= n
-    return value, delta
+def _np_loss_grad(out: np.ndarray, y: np.ndarray, loss: Loss) -> tuple[float, np.ndarray]:
+    delta = loss.example_grad(out, y)
+    delta /= out.shape[0]
+    return loss.value(out, y), delta
 
 
 NUMPY_OPS = Ops(
-    linear=_np_linear,
-    relu_backward=_np_relu_backward,
+    layer=_np_layer,
+    backward=_np_backward,
     weight_grad=lambda a, delta: a.T @ delta,
     bias_grad=lambda delta: delta.sum(axis=0),
-    softmax_xent=_np_softmax_xent,
-    softmax_xent_loss=_np_softmax_xent_loss,
+    loss_grad=_np_loss_grad,
+    loss_value=lambda out, y, loss: loss.value(out, y),
 )
 
 BACKENDS = ("numba", "numpy")
@@ -115,7 +113,7 @@ def get_ops(backend: str | None = None) -> Ops:
         return NUMPY_OPS
     if _numba_ops is None:
         # Imported on first use: loading numba costs ~0.5 s that numpy users never pay.
-        from . import kernels
+        from . import numba_ops
 
-        _numba_ops = Ops(*(getattr(kernels, f) for f in Ops._fields))
+        _numba_ops = numba_ops.NUMBA_OPS
     return _numba_ops

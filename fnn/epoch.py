@@ -23,12 +23,14 @@ callers that validated already (a training loop over many epochs).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .dropout import fold_key, layer_base, threshold
+from .model import Model, check_key, make_model
 from .params import Layer, Params, freeze
-from .validate import check_grads, check_lr, check_params, check_x, check_y, nonfinite_error
+from .validate import check_grads, check_lr, check_params, check_x, nonfinite_error
 
 __all__ = [
     "check_order",
@@ -95,34 +97,70 @@ def _check_momentum(momentum: Any) -> float:
     return float(momentum)
 
 
+class _Epoch(NamedTuple):
+    x: np.ndarray
+    y: np.ndarray
+    order: np.ndarray
+    batch_size: int
+    lrs: np.ndarray
+    model: Model
+    step_keys: np.ndarray | None
+
+
 def _check(
-    params: Any, x: Any, y: Any, order: Any, batch_size: Any, lr: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    params: Any, x: Any, y: Any, order: Any, batch_size: Any, lr: Any, activation: Any,
+    loss: Any, dropout: Any, key: Any,
+) -> _Epoch:
     dtype = check_params(params)
+    model = make_model(len(params), activation, loss, dropout)
+    if any(a.code < 0 for a in model.activations) or model.loss.code < 0:
+        raise ValueError("activation: the compiled epoch takes the built-in activations and "
+                         "losses only; run a user-defined one step by step with "
+                         "fnn.backprop (backend='numpy' or 'numba')")
     # Finiteness is checked on the rows the epoch uses, as it gathers them (see `run_epoch`).
     x2, single = check_x(x, params, dtype, finite=False)
     if single:
         raise ValueError(f"x: expected a dataset of shape (n, {x2.shape[1]}), got {np.shape(x)}")
-    y2 = check_y(y, x2.shape[0], params[-1].w.shape[1], False)
+    y2 = model.loss.check_targets(y, x2.shape[0], params[-1].w.shape[1], False, dtype)
     order2 = check_order(order, x2.shape[0])
     batch_size = _check_batch_size(batch_size)
-    lrs = _check_lrs(lr, steps_in_epoch(order2.shape[0], batch_size), dtype)
-    return x2, y2, order2, batch_size, lrs
+    steps = steps_in_epoch(order2.shape[0], batch_size)
+    lrs = _check_lrs(lr, steps, dtype)
+    folded = check_key(key, model, training=True)
+    step_keys = None
+    if folded is not None:  # step s draws from the key (*key, s), as backprop(key=...) would
+        words = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+        step_keys = np.array([fold_key((*words, s)) for s in range(steps)], dtype=np.uint64)
+    return _Epoch(x2, y2, order2, batch_size, lrs, model, step_keys)
 
 
 def run_epoch(
     params: Params, velocity: Params | None, x: np.ndarray, y: np.ndarray,
     order: np.ndarray, batch_size: int, lrs: np.ndarray, momentum: float,
+    model: Model | None = None, step_keys: np.ndarray | None = None,
 ) -> tuple[Params, Params, np.ndarray]:
     """The epoch itself, for validated inputs (see `sgd_epoch_unchecked`): plain SGD when
     velocity is None (momentum is then ignored), else SGD with momentum.
 
+    model: the activations, loss and dropout (None: the notebook's); step_keys: (steps,)
+    uint64 folded dropout key of each step (needed when the model has dropout).
     Returns (new params, new velocity or (), the loss of each step as float64, exactly
     as `fnn.backprop` returns it).
     """
     from . import kernels  # numba loads on first use, as in fnn.backends
 
+    model = make_model(len(params)) if model is None else model
     dtype = params[0].w.dtype
+    steps = lrs.shape[0]
+    n_layers = len(params)
+    codes = np.array([model.activation(l).code for l in range(n_layers)], dtype=np.int64)
+    rates = model.dropout if step_keys is not None else (0.0,) * n_layers
+    thresh = np.array([threshold(r) if r > 0 else 0 for r in rates], dtype=np.uint64)
+    scales = np.array([1.0 / (1.0 - r) for r in rates], dtype=dtype)
+    bases = np.zeros((steps, n_layers), dtype=np.uint64)
+    if step_keys is not None:
+        for s in range(steps):
+            bases[s] = [layer_base(step_keys[s], l) for l in range(n_layers)]
     ws = tuple(np.array(p.w, order="C") for p in params)  # private, writable copies
     bs = tuple(np.array(p.b, order="C") for p in params)
     if velocity is None:
@@ -131,7 +169,8 @@ def run_epoch(
         vws = tuple(np.array(v.w, order="C") for v in velocity)
         vbs = tuple(np.array(v.b, order="C") for v in velocity)
     losses, bad_row = kernels.train_epoch(ws, bs, vws, vbs, x, y, order, batch_size,
-                                          np.asarray(lrs, dtype=dtype), dtype.type(momentum))
+                                          np.asarray(lrs, dtype=dtype), dtype.type(momentum),
+                                          codes, model.loss.code, thresh, scales, bases)
     if bad_row >= 0:  # the private copies are dropped: nothing was written
         raise nonfinite_error(x, "x", slice(bad_row, bad_row + 1))
     new_params = tuple(Layer(freeze(w), freeze(b)) for w, b in zip(ws, bs))
@@ -146,15 +185,27 @@ def sgd_epoch_unchecked(
     params: Params, x: np.ndarray, y: np.ndarray, order: np.ndarray,
     batch_size: int,
     lrs: np.ndarray,
+    model: Model | None = None,
+    step_keys: np.ndarray | None = None,
 ) -> tuple[Params, np.ndarray]:
     """`sgd_epoch` for validated inputs: x (N, d_in) C-contiguous of the params' dtype,
-    y (N,) int64, order (n,) int64 in [0, N), lrs (steps,) positive, any float dtype."""
-    new_params, _, losses = run_epoch(params, None, x, y, order, batch_size, lrs, 0.0)
+    y checked for the model's loss, order (n,) int64 in [0, N), lrs (steps,) positive,
+    any float dtype; model and step_keys as in `run_epoch`."""
+    new_params, _, losses = run_epoch(params, None, x, y, order, batch_size, lrs, 0.0,
+                                      model, step_keys)
     return new_params, losses.astype(params[0].w.dtype)
+
+
+_MODEL_DOC = """activation, loss, dropout: the model (see `fnn.model`), built-ins only here;
+        y then holds what `fnn.loss` takes (float targets (N, d_out) for mse).
+    key: with dropout, an int or tuple of ints: step s of the epoch draws its masks
+        from the key (*key, s), exactly as `fnn.backprop(..., key=(*key, s))` would."""
 
 
 def sgd_epoch(
     params: Params, x: Any, y: Any, order: Any, batch_size: int, lr: float | np.ndarray,
+    *, activation: Any = "relu", loss: Any = "softmax_cross_entropy", dropout: Any = 0.0,
+    key: Any = None,
 ) -> tuple[Params, np.ndarray]:
     """One epoch of plain SGD (the notebook's update) in one compiled loop.
 
@@ -164,32 +215,37 @@ def sgd_epoch(
         infinity raises ValueError with its index); y: (N,) integer labels in [0, n_classes).
     order: (n,) integer rows of x, n >= 1: the epoch's batches are order[0:batch_size],
         order[batch_size:2*batch_size], ..., the last one holding the rest (a permutation
-        of range(N) from `fnn.data.batch_indices`' generator makes a shuffled epoch).
+        of range(N) from `fnn.batch_indices`' generator makes a shuffled epoch).
     batch_size: int >= 1.
     lr: finite float > 0, or an array (steps,) of them, one per step.
+    {model}
 
     Returns (new params, read-only; the mean loss of each step, (steps,) of the params'
     dtype), bit-identical to `fnn.backprop` + `fnn.sgd_step` on the same batches with
     the numba backend. steps = ceil(n / batch_size).
     """
-    x2, y2, order2, batch_size, lrs = _check(params, x, y, order, batch_size, lr)
-    return sgd_epoch_unchecked(params, x2, y2, order2, batch_size, lrs)
+    e = _check(params, x, y, order, batch_size, lr, activation, loss, dropout, key)
+    return sgd_epoch_unchecked(params, e.x, e.y, e.order, e.batch_size, e.lrs, e.model,
+                               e.step_keys)
 
 
 def momentum_epoch_unchecked(
     params: Params, velocity: Params, x: np.ndarray, y: np.ndarray,
     order: np.ndarray,
     batch_size: int, lrs: np.ndarray, momentum: float,
+    model: Model | None = None,
+    step_keys: np.ndarray | None = None,
 ) -> tuple[Params, Params, np.ndarray]:
     """`momentum_epoch` for validated inputs (see `sgd_epoch_unchecked`)."""
     new_params, new_velocity, losses = run_epoch(params, velocity, x, y, order, batch_size,
-                                                 lrs, momentum)
+                                                 lrs, momentum, model, step_keys)
     return new_params, new_velocity, losses.astype(params[0].w.dtype)
 
 
 def momentum_epoch(
     params: Params, velocity: Params | None, x: Any, y: Any, order: Any, batch_size: int,
-    lr: float | np.ndarray, momentum: float,
+    lr: float | np.ndarray, momentum: float, *, activation: Any = "relu",
+    loss: Any = "softmax_cross_entropy", dropout: Any = 0.0, key: Any = None,
 ) -> tuple[Params, Params, np.ndarray]:
     """One epoch of SGD with momentum, as `fnn.optim.sgd(lr, momentum)`, in one compiled loop.
 
@@ -197,14 +253,20 @@ def momentum_epoch(
     velocity: tuple of Layer shaped like params (e.g. the `velocity` of an
         `fnn.optim.SGDState`), or None for zeros (the first epoch).
     momentum: float in (0, 1). Other arguments as in `sgd_epoch`.
+    {model}
 
     Returns (new params, new velocity, losses (steps,)), bit-identical to
     `fnn.optim.sgd(lr, momentum).update` after `fnn.backprop` (numba backend) per batch.
     """
-    x2, y2, order2, batch_size, lrs = _check(params, x, y, order, batch_size, lr)
+    e = _check(params, x, y, order, batch_size, lr, activation, loss, dropout, key)
     momentum = _check_momentum(momentum)
     if velocity is None:
         velocity = tuple(Layer(np.zeros_like(p.w), np.zeros_like(p.b)) for p in params)
     else:
         check_grads(velocity, params, "velocity")
-    return momentum_epoch_unchecked(params, velocity, x2, y2, order2, batch_size, lrs, momentum)
+    return momentum_epoch_unchecked(params, velocity, e.x, e.y, e.order, e.batch_size, e.lrs,
+                                    momentum, e.model, e.step_keys)
+
+
+for _f in (sgd_epoch, momentum_epoch):
+    _f.__doc__ = _f.__doc__.replace("{model}", _MODEL_DOC)  # type: ignore[union-attr]

@@ -1,38 +1,44 @@
 """Gradient checks: a backprop under test against batched finite differences.
 
 `check_gradients` compares the batch-mean gradient that `grad_fn` (any function with
-`fnn.backprop`'s signature) returns with numerical gradients of the mean softmax
-cross-entropy, tensor by tensor, and returns a `GradientReport`. The numerical gradients
-are taken per example, for the whole batch at once; their mean is compared with grad_fn's
-(it catches reduction bugs), and on request each example's with per-example gradients.
+`fnn.backprop`'s signature) returns with numerical gradients of the mean loss of any
+network fnn can build (every activation, loss and dropout of `fnn.model`), tensor by
+tensor, and returns a `GradientReport`. The numerical gradients are taken per example,
+for the whole batch at once; their mean is compared with grad_fn's (it catches reduction
+bugs), and on request each example's with per-example gradients. All the math comes from
+the activation and loss records: no op is written again here.
 
 How it stays fast. Perturbing one entry W_l[i, j] (or b_l[j]) shifts only the column
 z_{l+1}[:, j] of the next pre-activation, by h * a_l[:, i] (or h). The layers below are
 computed once and cached. For a chunk of perturbations (sized by `chunk_bytes`) the
-column shift goes through its ReLU, a rank-one update `da * W_{l+1}[j]` gives the next
-layer's change, and only the layers above run, over (perturbation x example) rows at once;
-a change that dies at a ReLU costs nothing further (it leaves the loss exactly as it is).
+column shift goes through its activation (and dropout mask, fixed by the key), a
+rank-one update `da * W_{l+1}[j]` gives the next layer's change, and only the layers
+above run, over (perturbation x example) rows at once; a change that dies (at a dead
+ReLU, a dropped unit) costs nothing further: it leaves the loss exactly as it is.
 
 Why it is also accurate. The passes carry *differences* from the unperturbed network:
-`d <- relu(z + d) - relu(z)` is exactly `d` or `0` while no unit changes sign, and the
-loss change of example n is `log(sum_k p_k exp(dz_k)) - dz_y` with the unperturbed softmax
-p (a max-stabilised log-softmax), by log1p/expm1. Rounding is then relative to the loss
-*change*, not to the loss: central differences come out good to ~1e-13 relative at
-h = 1e-6, where the notebook's loop, subtracting two whole losses, gets ~1e-9.
+for a piecewise-linear activation `f(z + d) - f(z)` is exactly `f'(z) d` while no kink
+is crossed, and each loss record's `change` gives an example's loss change in a
+difference form (for softmax cross-entropy `log(sum_k p_k exp(dz_k)) - dz_y` by
+log1p/expm1). Rounding is then relative to the loss *change*, not to the loss: central
+differences come out good to ~1e-13 relative at h = 1e-6 for ReLU nets (~1e-10 for
+smooth activations, whose change f(z + d) - f(z) is rounded once), where the notebook's
+loop, subtracting two whole losses, gets ~1e-9.
 
 Modes. "full": central differences of every entry. "directional": R random unit
 directions per tensor, u.g against the difference along u; a fast smoke check.
 "complex-step": Im L(theta + i h e) / h with h = 1e-20 through the same passes with
-imaginary changes (ReLU masked by the real part: relu(z) = z * (Re z > 0)); no
-subtraction error and no kink crossing.
+imaginary changes; for the `analytic` activations (piecewise-linear ones branch on the
+real part); no subtraction error and no kink crossing.
 
-ReLU kinks. A (perturbation, example) pair whose +-h step changes the sign of any ReLU
-input above is a kink pair: its central difference straddles a kink. Kink pairs alone are
-re-checked at h * 1e-3, then h * 1e-6: by a central difference, or where one side still
-crosses, by a second-order one-sided difference on the side that does not (which meets
-the ReLU'(0) = 0 convention). Pairs that cross on both sides are excluded, and a tensor
-fails when more than `max_excluded_fraction` of its entries were: a check can never pass
-by checking nothing.
+Kinks (ReLU, leaky ReLU: the records' `kinks`). A (perturbation, example) pair whose
++-h step crosses a kink of any unit above is a kink pair: its central difference
+straddles a kink. Kink pairs alone are re-checked at h * 1e-3, then h * 1e-6: by a
+central difference, or where one side still crosses, by a second-order one-sided
+difference on the side that does not (which meets the ReLU'(0) = 0 convention). Pairs
+that cross on both sides are excluded, and a tensor fails when more than
+`max_excluded_fraction` of its entries were: a check can never pass by checking
+nothing. Smooth activations have no kink pairs, so none of this runs for them.
 """
 
 from __future__ import annotations
@@ -40,17 +46,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from functools import cache, partial
+from functools import partial
 from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
+from .activations import IDENTITY, Activation
 from .backends import Ops, get_backend, get_ops
-from .mlp import activations_unchecked, backprop
+from .mlp import backprop, forward_unchecked
+from .model import Model, check_key, make_model
 from .params import Layer, Params, freeze, init_params, make_rng
 from .per_example import per_example_grads_unchecked
-from .reference import softmax
-from .validate import check_int, check_lr, check_params, check_real, check_x, check_y, describe
+from .validate import check_int, check_lr, check_params, check_real, check_x, describe
 
 __all__ = [
     "DEFAULT_H",
@@ -85,106 +92,82 @@ GradFn: TypeAlias = Callable[[Params, np.ndarray, np.ndarray], tuple[Any, Params
 
 # ---------------------------------------------------------------- the batched passes
 class _Net(NamedTuple):
-    """The unperturbed float64 network on one batch, cached for every pass."""
+    """The unperturbed float64 network on one batch, cached for every pass.
+
+    ins[k]: what layer k reads (k = 0 .. L-1), x or a_k after dropout; zs[k], acts[k]
+    (k = 1 .. L-1): the pre-activation and activation (before dropout) that make ins[k];
+    drops[k]: the dropout multiplier of ins[k] or None; out: the outputs (zs[L]).
+    """
 
     params: Params
-    y: np.ndarray  # (n,) int64
-    acts: list  # [x, a_1, ..., a_{L-1}, logits], each (n, width)
-    zs: list  # zs[k] the pre-activation that makes acts[k], k = 1..L (zs[0] is None)
-    probs: np.ndarray  # (n, k) softmax of the logits
+    y: np.ndarray  # (n,) int64 labels or (n, k) float targets
+    model: Model
+    ins: list
+    zs: list
+    acts: list
+    drops: list
+    out: np.ndarray
 
 
-def _net(ops: Ops, params: Params, x: np.ndarray, y: np.ndarray) -> _Net:
-    acts = activations_unchecked(ops, params, x)
-    hidden = [ops.linear(acts[k], w, b, False) for k, (w, b) in enumerate(params[:-1])]
-    return _Net(params, y, acts, [None, *hidden, acts[-1]], softmax(acts[-1]))
+def _net(ops: Ops, params: Params, model: Model, x: np.ndarray, y: np.ndarray,
+         key: np.uint64 | None) -> _Net:
+    t = forward_unchecked(ops, params, model, x, key)
+    # True pre-activations: for ReLU the forward pass keeps only a (kinks need z).
+    zs = [ops.layer(t.inputs[k], w, b, IDENTITY)[0] for k, (w, b) in enumerate(params)]
+    return _Net(params, y, model, t.inputs, [None, *zs], [None, *t.acts], t.drops, t.out)
 
 
-class _Kernels(NamedTuple):
-    # layer(d: (r, n, w) change of zs[k], z: zs[k] (n, w), w: W_k (w, w'), flags: (r, n)
-    #   bool) -> (relu(z + d) - relu(z)) @ W_k: (r, n, w'), the change of zs[k+1];
-    #   flags |= some unit of layer k changed sign.
-    layer: Callable
-    # head(d: (r, n, k) logit changes, probs: (n, k), y: (n,)) -> (r, n) loss changes.
-    head: Callable
+def _act_diff(act: Activation, d: np.ndarray, z: np.ndarray, a: np.ndarray,
+              flags: np.ndarray) -> np.ndarray:
+    """act(z + d) - act(z), broadcast over d's leading axes; flags |= a kink was crossed.
 
-
-def _relu_diff_np(d: np.ndarray, z: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    While no kink is crossed a piecewise-linear activation's change is exactly
+    d * act'(z): no rounding at all, so central differences keep their full accuracy.
+    """
     s = z + d
-    new = (s.real if np.iscomplexobj(s) else s) > 0
-    old = z > 0
-    np.multiply(d, new, out=d)  # exact while no unit changes sign: d or 0
-    flip = new != old
-    if flip.any():
-        flags |= flip.any(axis=-1)
-        d[flip] = (s * new - z * old)[flip]
-    return d
+    crossed = np.zeros(s.shape, bool)
+    for k in act.kinks:
+        crossed |= ((s.real if np.iscomplexobj(s) else s) > k) != (z > k)
+    if not act.linear_pieces:
+        out = act.forward(s) - a
+    else:
+        out = d * act.derivative(z, a)
+        if crossed.any():
+            out[crossed] = np.broadcast_to(act.forward(s) - a, s.shape)[crossed]
+    if act.kinks:
+        flags |= crossed.any(axis=-1)
+    return out
 
 
-def _layer_np(d: np.ndarray, z: np.ndarray, w: np.ndarray, flags: np.ndarray) -> np.ndarray:
+def _layer_np(d: np.ndarray, z: np.ndarray, a: np.ndarray, w: np.ndarray, flags: np.ndarray,
+              act: Activation, drop: np.ndarray | None) -> np.ndarray:
+    """((act(z + d) - act(z)) * drop) @ w for d: (r, n, width) -> (r, n, w')."""
     rows, n, width = d.shape
+    da = _act_diff(act, d, z, a, flags)
+    if drop is not None:
+        da = da * drop
     # One matmul over all (pair, example) rows: (rows * n, width) @ W.
-    return (_relu_diff_np(d, z, flags).reshape(-1, width) @ w).reshape(rows, n, -1)
+    return (da.reshape(rows * n, width) @ w).reshape(rows, n, w.shape[1])
 
 
-def _head_np(d: np.ndarray, probs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    # log sum_k softmax(z)_k exp(dz_k) = logsumexp(z + dz) - logsumexp(z), without ever
-    # forming either logsumexp.
-    taken = d[:, np.arange(len(y)), y]
-    return np.log1p(np.einsum("rnk,nk->rn", np.expm1(d), probs)) - taken
+_NO_KINKS = np.zeros(0)
 
 
-_NUMPY_KERNELS = _Kernels(_layer_np, _head_np)
+def _layer_numba(d: np.ndarray, z: np.ndarray, a: np.ndarray, w: np.ndarray,
+                 flags: np.ndarray, act: Activation, drop: np.ndarray | None) -> np.ndarray:
+    """`_layer_np` fused in compiled code, for a built-in activation (real steps)."""
+    if act.code < 0:
+        return _layer_np(d, z, a, w, flags, act, drop)
+    from . import kernels
+
+    return kernels.gradcheck_layer(d, z, a, w, flags, act.code,
+                                   np.array(act.kinks, dtype=np.float64), act.linear_pieces,
+                                   np.zeros((0, 0)) if drop is None else drop)
 
 
-def _layer_loops(d, z, w, flags):  # the fused twin of _layer_np (real only)
-    rows, n, width = d.shape
-    out = np.zeros((rows, n, w.shape[1]))
-    for r in range(rows):
-        for e in range(n):
-            flip = False
-            for u in range(width):
-                zu = z[e, u]
-                s = zu + d[r, e, u]
-                if zu > 0:
-                    du = d[r, e, u] if s > 0 else -zu
-                    flip = flip or not s > 0
-                elif s > 0:
-                    du = s
-                    flip = True
-                else:
-                    continue  # a dead unit that stays dead passes no change: skip its row
-                for j in range(w.shape[1]):
-                    out[r, e, j] += du * w[u, j]
-            if flip:
-                flags[r, e] = True
-    return out
-
-
-def _head_loops(d, probs, y):  # the fused twin of _head_np (real only)
-    rows, n, k = d.shape
-    out = np.empty((rows, n))
-    for r in range(rows):
-        for e in range(n):
-            acc = 0.0
-            for c in range(k):
-                acc += probs[e, c] * math.expm1(d[r, e, c])
-            out[r, e] = math.log1p(acc) - d[r, e, y[e]]
-    return out
-
-
-@cache
-def _numba_kernels() -> _Kernels:
-    # Jitted on first use, like fnn.backends: `import fnn` never pays for numba.
-    import numba
-
-    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-    return _Kernels(jit(_layer_loops), jit(_head_loops))
-
-
-def _kernels(backend: str | None, complex_step: bool) -> _Kernels:
+def _layer_fn(backend: str | None, complex_step: bool) -> Callable:
     name = get_backend() if backend is None else backend
-    return _NUMPY_KERNELS if complex_step or name == "numpy" else _numba_kernels()
+    return _layer_np if complex_step or name == "numpy" else _layer_numba
 
 
 class _Family(NamedTuple):
@@ -211,18 +194,22 @@ def _entry_family(net: _Net, l: int, tensor: str) -> _Family:
 
     def start(rows: np.ndarray, steps: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, Any]:
         cols = col[rows]
-        shift = net.acts[l][:, src[rows]].T if src is not None else np.ones((len(rows), n))
+        shift = net.ins[l][:, src[rows]].T if src is not None else np.ones((len(rows), n))
         dz = steps[:, None, None] * shift  # (s, p, n): change of zs[l+1][:, cols]
         flags = np.zeros(dz.shape, bool)
-        if l + 1 == n_layers:  # the logits themselves
+        if l + 1 == n_layers:  # the outputs themselves
             d = dz[..., None] * onehot[cols][None, :, None, :]
             return n_layers, d.reshape(-1, n, d_out), flags.reshape(-1, n), None
-        da = _relu_diff_np(dz[..., None], net.zs[l + 1][:, cols].T[..., None], flags)
+        k = l + 1
+        da = _act_diff(net.model.activation(l), dz[..., None], net.zs[k][:, cols].T[..., None],
+                       net.acts[k][:, cols].T[..., None], flags)
+        if net.drops[k] is not None:
+            da = da * net.drops[k][:, cols].T[..., None]
         da = da.reshape(-1, n)
-        # A change that died at this ReLU leaves the loss exactly as it is: skip it.
+        # A change that died here (a dead ReLU, a dropped unit) leaves the loss as it is.
         live = da.any(axis=1)
         cols = np.tile(cols, len(steps))[live]
-        d = da[live][:, :, None] * net.params[l + 1].w[cols][:, None, :]  # rank one: row j
+        d = da[live][:, :, None] * net.params[k].w[cols][:, None, :]  # rank one: row j
         return l + 2, d, flags.reshape(-1, n), live
 
     widths = [p.w.shape[1] for p in net.params[l:]]
@@ -231,8 +218,8 @@ def _entry_family(net: _Net, l: int, tensor: str) -> _Family:
 
 def _direction_family(net: _Net, l: int, tensor: str, u: np.ndarray) -> _Family:
     """One perturbation per unit direction u[r] of params[l].w or params[l].b."""
-    n, d_out = len(net.y), net.params[l].w.shape[1]
-    dz1 = net.acts[l] @ u if tensor == "w" else np.broadcast_to(u[:, None, :], (len(u), n, d_out))
+    n, d_out = net.out.shape[0], net.params[l].w.shape[1]
+    dz1 = net.ins[l] @ u if tensor == "w" else np.broadcast_to(u[:, None, :], (len(u), n, d_out))
 
     def start(rows: np.ndarray, steps: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, Any]:
         d = steps[:, None, None, None] * dz1[rows]
@@ -243,20 +230,22 @@ def _direction_family(net: _Net, l: int, tensor: str, u: np.ndarray) -> _Family:
 
 
 def _loss_changes(
-    net: _Net, fam: _Family, rows: np.ndarray, steps: np.ndarray, kern: _Kernels
+    net: _Net, fam: _Family, rows: np.ndarray, steps: np.ndarray, layer: Callable
 ) -> tuple[np.ndarray, np.ndarray]:
     """One batched pass: per-example loss changes and kink flags, both (s, p, n)."""
     k, d, flags, live = fam.start(rows, steps)
     sub = flags if live is None else flags[live]
     for kk in range(k, len(net.params)):
-        d = kern.layer(d, net.zs[kk], net.params[kk].w, sub)
+        d = layer(d, net.zs[kk], net.acts[kk], net.params[kk].w, sub,
+                  net.model.activation(kk - 1), net.drops[kk])
+    change = net.model.loss.change
     if live is None:
-        out = kern.head(d, net.probs, net.y)
+        out = change(d, net.out, net.y)
     else:
         out = np.zeros(flags.shape, d.dtype)
-        out[live] = kern.head(d, net.probs, net.y)
+        out[live] = change(d, net.out, net.y)
         flags[live] = sub
-    shape = (len(steps), len(rows), len(net.y))
+    shape = (len(steps), len(rows), net.out.shape[0])
     return out.reshape(shape), flags.reshape(shape)
 
 
@@ -267,7 +256,7 @@ def _chunks(rows: np.ndarray, bytes_per_row: int, chunk_bytes: int) -> Iterator[
 
 
 def _numerical(
-    net: _Net, fam: _Family, h: float, complex_step: bool, recheck: bool, kern: _Kernels,
+    net: _Net, fam: _Family, h: float, complex_step: bool, recheck: bool, kern: Callable,
     chunk_bytes: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-example numerical gradients (count, n), pair status (count, n) and passes."""
@@ -515,10 +504,20 @@ def _shape_failure(expected: tuple, got: tuple) -> Comparison:
 
 
 # ---------------------------------------------------------------- validation helpers
-def _prepare(params: Any, x: Any, y: Any, who: str) -> tuple[Params, np.ndarray, np.ndarray,
-                                                             str | None]:
+class _Problem(NamedTuple):
+    params: Params  # float64
+    x: np.ndarray
+    y: np.ndarray
+    model: Model
+    key: np.uint64 | None
+    cast_from: str | None
+
+
+def _prepare(params: Any, x: Any, y: Any, who: str, model_kwargs: dict) -> _Problem:
     """Check inputs, cast a float32 network or x to float64 (with a warning)."""
     dtype = check_params(params)
+    model = make_model(len(params), **{k: v for k, v in model_kwargs.items() if k != "key"})
+    key = check_key(model_kwargs.get("key"), model, training=True)
     x = x if isinstance(x, np.ndarray) else np.asarray(x)
     cast = []
     if dtype == np.float32:
@@ -535,8 +534,16 @@ def _prepare(params: Any, x: Any, y: Any, who: str) -> tuple[Params, np.ndarray,
             stacklevel=3,
         )
     x2, single = check_x(x, params, np.dtype(np.float64))
-    y2 = check_y(y, x2.shape[0], params[-1].w.shape[1], single)
-    return params, x2, y2, "float32" if cast else None
+    y2 = model.loss.check_targets(y, x2.shape[0], params[-1].w.shape[1], single,
+                                  np.dtype(np.float64))
+    return _Problem(params, x2, y2, model, key, "float32" if cast else None)
+
+
+def _complex_step_ok(model: Model) -> None:
+    for i, act in enumerate(model.activations):
+        if not act.analytic:
+            raise ValueError(f"mode: 'complex-step' needs analytic activations; "
+                             f"activation[{i}] {act.name!r} is not (use mode='full')")
 
 
 def _as_layers(tree: Any, n_layers: int, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -619,30 +626,36 @@ def _tensor_check(
 # ---------------------------------------------------------------- public API
 def numerical_grads(
     params: Params, x: Any, y: Any, *, mode: str = "full", h: float | None = None,
-    per_example: bool = False, recheck: bool = True, backend: str | None = None,
-    chunk_bytes: int = 1 << 20,
+    per_example: bool = False, recheck: bool = True, activation: Any = "relu",
+    loss: Any = "softmax_cross_entropy", dropout: Any = 0.0, key: Any = None,
+    backend: str | None = None, chunk_bytes: int = 1 << 20,
 ) -> Params:
-    """Numerical gradient of the mean softmax cross-entropy, by batched passes.
+    """Numerical gradient of the mean loss, by batched passes.
 
     mode: "full" (central differences) or "complex-step"; h: the step (default 1e-6 and
-    1e-20). x: (batch, d_in), y: (batch,); a float32 network or x is cast to float64 with
-    a warning. Returns a tuple of float64 `Layer` shaped like params, or with a leading
-    batch axis when per_example; entries whose kink pairs could not be resolved are NaN.
+    1e-20). x: (batch, d_in), y: the targets of `loss`; activation, loss, dropout, key:
+    the model (see `fnn.model`; with dropout, the masks of `key` stay fixed). A float32
+    network or x is cast to float64 with a warning. Returns a tuple of float64 `Layer`
+    shaped like params, or with a leading batch axis when per_example; entries whose
+    kink pairs could not be resolved are NaN.
     """
     mode, h = _check_mode_and_step(mode, h)
     if mode == "directional":
         raise ValueError("mode: expected 'full' or 'complex-step'; 'directional' gives "
                          "directional derivatives, not a gradient")
     ops, chunk_bytes = get_ops(backend), check_int(chunk_bytes, "chunk_bytes", 1)
-    params, x2, y2, _ = _prepare(params, x, y, "numerical_grads")
-    net = _net(ops, params, x2, y2)
-    kern = _kernels(backend, mode == "complex-step")
+    pb = _prepare(params, x, y, "numerical_grads",
+                  dict(activation=activation, loss=loss, dropout=dropout, key=key))
+    if mode == "complex-step":
+        _complex_step_ok(pb.model)
+    net = _net(ops, pb.params, pb.model, pb.x, pb.y, pb.key)
+    layer = _layer_fn(backend, mode == "complex-step")
     out = []
-    for l, layer in enumerate(params):
+    for l, params_l in enumerate(pb.params):
         pair = []
-        for tensor, p in zip("wb", layer):
+        for tensor, p in zip("wb", params_l):
             g, status, _ = _numerical(net, _entry_family(net, l, tensor), h,
-                                      mode == "complex-step", recheck, kern, chunk_bytes)
+                                      mode == "complex-step", recheck, layer, chunk_bytes)
             g[status == _EXCLUDED] = np.nan
             g = g.T.reshape(-1, *p.shape) if per_example else g.mean(axis=1).reshape(p.shape)
             pair.append(freeze(g))
@@ -655,7 +668,7 @@ def check_gradients(
     x: Any,
     y: Any,
     *,
-    grad_fn: GradFn = backprop,
+    grad_fn: GradFn | None = None,
     mode: str = "full",
     h: float | None = None,
     rtol: float | None = None,
@@ -666,15 +679,21 @@ def check_gradients(
     seed: int | np.random.Generator = 0,
     recheck: bool = True,
     raise_on_fail: bool = False,
+    activation: Any = "relu",
+    loss: Any = "softmax_cross_entropy",
+    dropout: Any = 0.0,
+    key: Any = None,
     backend: str | None = None,
     chunk_bytes: int = 1 << 20,
 ) -> GradientReport:
-    """Check `grad_fn`'s gradient of the mean softmax cross-entropy, tensor by tensor.
+    """Check `grad_fn`'s gradient of the mean loss, tensor by tensor.
 
-    params: tuple of fnn.Layer; x: (batch, d_in); y: (batch,) int labels. A float32
+    params: tuple of fnn.Layer; x: (batch, d_in); y: the targets of `loss`. A float32
         network or x is cast to float64 (with a warning): grad_fn gets the float64 copies.
+    activation, loss, dropout, key: the model whose loss is differentiated (see
+        `fnn.model`); with dropout, the masks drawn from `key` stay fixed.
     grad_fn: the function under test, `(params, x, y) -> (mean loss, grads)` like
-        fnn.backprop (the default).
+        fnn.backprop; None (the default) checks fnn.backprop of that model.
     mode: "full" (every entry, central differences), "directional" (`directions` random
         unit directions per tensor, drawn from `seed`) or "complex-step".
     h: step (default 1e-6; 1e-20 for complex-step). rtol: an entry passes when
@@ -682,7 +701,8 @@ def check_gradients(
         atol defaults to rtol * 1e-3 * the tensor's largest numerical entry.
     max_excluded_fraction: a tensor fails when more of its entries were excluded at kinks.
     per_example: True compares per-example numerical gradients with
-        `fnn.per_example.per_example_grads`; a callable with its signature is compared instead.
+        `fnn.per_example_grads` (of the same model); a callable `(params, x, y) -> grads`
+        is compared instead.
     recheck: re-check kink pairs with smaller or one-sided steps (False excludes them).
     raise_on_fail: raise GradientCheckError (carrying the report) instead of returning a
         failed report. backend: the compute path of the check's own passes.
@@ -697,42 +717,55 @@ def check_gradients(
     directions = check_int(directions, "directions", 1)
     n_dirs = directions if mode == "directional" else None
     chunk_bytes = check_int(chunk_bytes, "chunk_bytes", 1)
-    if not callable(grad_fn):
+    if grad_fn is not None and not callable(grad_fn):
         raise TypeError(f"grad_fn: expected a function like fnn.backprop, got {describe(grad_fn)}")
     if not (isinstance(per_example, bool) or callable(per_example)):
         raise TypeError(f"per_example: expected a bool or a function like "
                         f"per_example_grads, got {describe(per_example)}")
     rng, ops = make_rng(seed), get_ops(backend)
-    params, x2, y2, cast_from = _prepare(params, x, y, "check_gradients")
-    net = _net(ops, params, x2, y2)
-    kern = _kernels(backend, mode == "complex-step")
+    pb = _prepare(params, x, y, "check_gradients",
+                  dict(activation=activation, loss=loss, dropout=dropout, key=key))
+    if mode == "complex-step":
+        _complex_step_ok(pb.model)
+    net = _net(ops, pb.params, pb.model, pb.x, pb.y, pb.key)
+    layer = _layer_fn(backend, mode == "complex-step")
+    if grad_fn is None:
+        grad_fn = partial(backprop, activation=activation, loss=loss, dropout=dropout, key=key,
+                          backend=backend)
 
-    loss, grads = _call_grad_fn(grad_fn, params, x2, y2)
+    value, grads = _call_grad_fn(grad_fn, pb.params, pb.x, pb.y)
     pe = None
     if per_example is not False:
-        fn = per_example if callable(per_example) else partial(per_example_grads_unchecked, ops)
-        pe = _as_layers(fn(params, x2, y2), len(params), "per_example's grads")
+        fn = per_example if callable(per_example) else partial(
+            _per_example_of, ops, model=pb.model, key=pb.key)
+        pe = _as_layers(fn(pb.params, pb.x, pb.y), len(pb.params), "per_example's grads")
     passes, tensors = 0, []
-    for l, layer in enumerate(params):
+    for l, params_l in enumerate(pb.params):
         for t, tensor in enumerate("wb"):
             fam, u = _family(net, l, tensor, n_dirs, rng)
-            g, status, k = _numerical(net, fam, h, mode == "complex-step", recheck, kern,
+            g, status, k = _numerical(net, fam, h, mode == "complex-step", recheck, layer,
                                       chunk_bytes)
             passes += k
             a_pe = None if pe is None else pe[l][t]
-            tensors.append(_tensor_check((l, tensor), layer[t].shape, g, status, u,
+            tensors.append(_tensor_check((l, tensor), params_l[t].shape, g, status, u,
                                          grads[l][t], a_pe, compare))
 
     report = GradientReport(
-        ok=False, mode=mode, h=h, rtol=rtol, dtype="float64", cast_from=cast_from,
-        seed=None if isinstance(seed, np.random.Generator) else int(seed), batch=len(y2),
-        passes=passes, loss=loss, loss_ref=float(ops.softmax_xent_loss(net.acts[-1], y2)),
+        ok=False, mode=mode, h=h, rtol=rtol, dtype="float64", cast_from=pb.cast_from,
+        seed=None if isinstance(seed, np.random.Generator) else int(seed), batch=len(pb.y),
+        passes=passes, loss=value,
+        loss_ref=float(ops.loss_value(net.out, pb.y, pb.model.loss)),
         tensors=tuple(tensors),
     )
     report = report._replace(ok=report.loss_ok and all(t.ok for t in tensors))
     if raise_on_fail and not report.ok:
         raise GradientCheckError(report)
     return report
+
+
+def _per_example_of(ops: Ops, params: Params, x: np.ndarray, y: np.ndarray, *, model: Model,
+                    key: np.uint64 | None) -> Params:
+    return per_example_grads_unchecked(ops, params, x, y, model, key)
 
 
 def assert_gradients(params: Params, x: Any, y: Any, **options: Any) -> GradientReport:

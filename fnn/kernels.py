@@ -46,8 +46,12 @@ import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.cpython.unsafe.numbers import trailing_zeros
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
+
+from . import activations as _acts
+from . import dropout as _dropout
+from . import losses as _losses
 
 __all__ = [
     "ASSIGN",
@@ -55,9 +59,16 @@ __all__ = [
     "RELU",
     "SUBTRACT",
     "TILE",
+    "act_backward",
+    "apply_activation",
     "bias_grad",
     "col_masks",
+    "drop_multiplier",
+    "elementwise_loss",
+    "elementwise_loss_grad",
+    "gradcheck_layer",
     "linear",
+    "matmul_t",
     "relu_backward",
     "row_masks",
     "softmax_xent",
@@ -337,15 +348,22 @@ def linear(x, w, b, relu):
 
 
 @_jit
-def relu_backward(delta, w, a_prev):
-    """(delta @ w.T) * (a_prev > 0). delta: (n, d_out), w: (d_in, d_out) -> (n, d_in)."""
+def matmul_t(delta, w):
+    """delta @ w.T over delta's non-zeros (see `_sparse_matmul`). -> (n, d_in)."""
     n, d_in = delta.shape[0], w.shape[0]
     out = np.empty((n, d_in), dtype=w.dtype)
     wt = _padded(w.T)  # costs d_in*d_out, the product n times that
     _sparse_matmul_padded(delta, row_masks(delta), wt, np.zeros(d_in, dtype=w.dtype), out,
                           ASSIGN, w.dtype.type(0))
-    for r in range(n):
-        for i in range(d_in):
+    return out
+
+
+@_jit
+def relu_backward(delta, w, a_prev):
+    """(delta @ w.T) * (a_prev > 0). delta: (n, d_out), w: (d_in, d_out) -> (n, d_in)."""
+    out = matmul_t(delta, w)
+    for r in range(out.shape[0]):
+        for i in range(out.shape[1]):
             if not a_prev[r, i] > 0:
                 out[r, i] = 0
     return out
@@ -481,6 +499,177 @@ def softmax_xent(logits, y):
     return total / n, delta
 
 
+# ---------------------------------------------------------------- the records, compiled
+# The activation and loss records' own functions (fnn.activations, fnn.losses), compiled
+# for scalars and dispatched on the record's `code`: the math is written once, there.
+_f0, _f1, _f2, _f3, _f4, _f5 = (_inline(a.forward) for a in _acts.BUILTIN)
+_d0, _d1, _d2, _d3, _d4, _d5 = (_inline(a.derivative) for a in _acts.BUILTIN)
+_RELU, _IDENTITY = _acts.RELU.code, _acts.IDENTITY.code
+_XENT = _losses.SOFTMAX_XENT.code
+_MSE, _BCE = _losses.LOSS_FUNCTIONS["mse"], _losses.LOSS_FUNCTIONS["sigmoid_binary_cross_entropy"]
+_e1, _g1, _e2, _g2 = (_inline(f) for f in (_MSE.element, _MSE.element_grad, _BCE.element,
+                                           _BCE.element_grad))
+_mix = _inline(_dropout.mix)
+_GOLDEN = _dropout.GOLDEN
+
+
+@_inline
+def act_forward(code, z):
+    """BUILTIN[code].forward(z) for a scalar z."""
+    if code == 0:
+        return _f0(z)
+    if code == 1:
+        return _f1(z)
+    if code == 2:
+        return _f2(z)
+    if code == 3:
+        return _f3(z)
+    if code == 4:
+        return _f4(z)
+    return _f5(z)
+
+
+@_inline
+def act_derivative(code, z, a):
+    """BUILTIN[code].derivative(z, a) for scalars, as a float (ReLU's is a bool)."""
+    if code == 0:
+        return 1.0 * _d0(z, a)
+    if code == 1:
+        return 1.0 * _d1(z, a)
+    if code == 2:
+        return 1.0 * _d2(z, a)
+    if code == 3:
+        return 1.0 * _d3(z, a)
+    if code == 4:
+        return 1.0 * _d4(z, a)
+    return 1.0 * _d5(z, a)
+
+
+@_inline
+def _loss_element(code, o, t):
+    return _e1(o, t) if code == _MSE.code else _e2(o, t)
+
+
+@_inline
+def _loss_element_grad(code, o, t):
+    return _g1(o, t) if code == _MSE.code else _g2(o, t)
+
+
+@_jit
+def apply_activation(z, code):
+    """a = BUILTIN[code].forward(z), elementwise. z: (n, d) -> (n, d), z's dtype."""
+    a = np.empty_like(z)
+    for r in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            a[r, j] = act_forward(code, z[r, j])
+    return a
+
+
+@_jit
+def act_backward(delta, w, z, a, code, drop):
+    """((delta @ w.T) * drop) * BUILTIN[code].derivative(z, a), elementwise after the
+    product. delta: (n, d_out), w: (d_in, d_out), z, a: (n, d_in); drop: (n, d_in)
+    dropout multiplier, or (0, 0) for none. -> (n, d_in)."""
+    out = matmul_t(delta, w)
+    dropped = drop.shape[0] > 0
+    for r in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            g = out[r, i]
+            if dropped:
+                g = g * drop[r, i]
+            out[r, i] = g * act_derivative(code, z[r, i], a[r, i])
+    return out
+
+
+@_jit
+def elementwise_loss(out, y, code):
+    """Mean over all n * k entries of the loss element, accumulated in float64."""
+    n, k = out.shape
+    total = 0.0
+    for r in range(n):
+        for j in range(k):
+            total += _loss_element(code, out[r, j], y[r, j])
+    return total / (n * k)
+
+
+@_jit
+def elementwise_loss_grad(out, y, code):
+    """(mean loss, its gradient (n, k)): element_grad / k / n, as `fnn.losses` gives it."""
+    n, k = out.shape
+    delta = np.empty_like(out)
+    total = 0.0
+    for r in range(n):
+        for j in range(k):
+            total += _loss_element(code, out[r, j], y[r, j])
+            g = out.dtype.type(_loss_element_grad(code, out[r, j], y[r, j]))
+            delta[r, j] = (g / k) / n
+    return total / (n * k), delta
+
+
+@_jit
+def drop_multiplier(n, d, base, thresh, scale):
+    """`fnn.dropout.drop_multiplier` in compiled code: (n, d) of 0 and `scale`."""
+    out = np.full((n, d), scale)
+    i = np.uint64(0)
+    zero = out.dtype.type(0)
+    for r in range(n):
+        for j in range(d):
+            i += np.uint64(1)
+            out[r, j] = scale if _mix(base + i * _GOLDEN) >= thresh else zero
+    return out
+
+
+@_jit
+def gradcheck_layer(d, z, a, w, flags, code, kinks, linear_pieces, drop):
+    """The gradient check's pass through one layer, for a built-in activation (real).
+
+    d: (r, n, width) change of the pre-activation z: (n, width); a = act(z); w: the next
+    layer's weights (width, w'); drop: (n, width) dropout multiplier or (0, 0).
+    Returns ((act(z + d) - act(z)) * drop) @ w: (r, n, w'), the change of the next
+    pre-activation; flags[r, e] |= some unit crossed a kink. Where no kink is crossed a
+    piecewise-linear activation's change is exactly d * act'(z); a unit whose change is
+    0 (a dead ReLU staying dead) costs nothing further.
+    """
+    rows, n, width = d.shape
+    out = np.zeros((rows, n, w.shape[1]))
+    dropped = drop.shape[0] > 0
+    for r in range(rows):
+        for e in range(n):
+            flip = False
+            for u in range(width):
+                zu, du = z[e, u], d[r, e, u]
+                s = zu + du
+                crossed = False
+                for k in kinks:
+                    crossed = crossed or ((s > k) != (zu > k))
+                if linear_pieces and not crossed:
+                    da = du * act_derivative(code, zu, a[e, u])
+                else:
+                    da = act_forward(code, s) - a[e, u]
+                if dropped:
+                    da = da * drop[e, u]
+                if da == 0:
+                    continue
+                flip = flip or crossed
+                for j in range(w.shape[1]):
+                    out[r, e, j] += da * w[u, j]
+            if flip:
+                flags[r, e] = True
+    return out
+
+
+def _loss_and_grad(out, y, code):  # typed by the overload below
+    raise NotImplementedError
+
+
+@overload(_loss_and_grad, inline="always")
+def _loss_and_grad_impl(out, y, code):  # type: ignore[no-untyped-def]
+    """Labels (n,) take softmax cross-entropy, float targets (n, k) an elementwise loss."""
+    if y.ndim == 1:
+        return lambda out, y, code: softmax_xent(out, y)
+    return lambda out, y, code: elementwise_loss_grad(out, y, code)
+
+
 # ---------------------------------------------------------------- a whole epoch
 @_jit
 def _update(p, g, v, lr, momentum):
@@ -499,24 +688,70 @@ def _update(p, g, v, lr, momentum):
 
 
 @_jit
-def _train_step(ws, bs, vws, vbs, xb, x_rows, x_cols, yb, lr, momentum):
+def _layer(h, masks, w, b, code):
+    """(z, a) of one layer: z = h @ w + b, a = BUILTIN[code](z); ReLU fused (z is a)."""
+    if code == _RELU:
+        a = _linear(h, masks, w, b, True)
+        return a, a
+    z = _linear(h, masks, w, b, False)
+    return z, (z if code == _IDENTITY else apply_activation(z, code))
+
+
+@_jit
+def _times(out, drop):
+    """out *= drop, in place (a dropout multiplier on a gradient)."""
+    for r in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            out[r, i] = out[r, i] * drop[r, i]
+
+
+@_jit
+def _train_step(ws, bs, vws, vbs, xb, x_rows, x_cols, yb, lr, momentum, codes, loss_code,
+                thresh, scales, bases):
     """One step on the batch (xb, yb), in place; returns the batch's mean loss (float64).
 
     x_rows, x_cols: row_masks(xb), col_masks(xb), made while the batch was gathered.
+    codes: (layers,) the activation code of each layer (the last: identity); loss_code;
+    thresh, scales: (layers,) dropout threshold (0: none) and 1 / (1 - p) of each
+    layer's input; bases: (layers,) this step's mask streams (`fnn.dropout.layer_base`).
     The same kernels in the same order as `fnn.backprop` + `fnn.sgd_step`, hence the
     same bits; layer l is updated once its gradient and the delta below it are known.
     """
     n_layers = len(ws)
-    acts = [xb]
+    none = np.empty((0, 0), dtype=xb.dtype)
+    ins, drops, zs, outs = [xb], [none], [xb], [xb]  # index 0 of zs, outs: unused
+    if thresh[0] > 0:
+        drops[0] = drop_multiplier(xb.shape[0], xb.shape[1], bases[0], thresh[0], scales[0])
+        ins[0] = xb * drops[0]
+        x_rows, x_cols = row_masks(ins[0]), col_masks(ins[0])
     for l in range(n_layers):
-        a, w = acts[l], ws[l]
-        masks = x_rows if l == 0 else _linear_masks(a, w)
-        acts.append(_linear(a, masks, w, bs[l], l < n_layers - 1))
-    value, delta = softmax_xent(acts[n_layers], yb)
+        h, w = ins[l], ws[l]
+        masks = x_rows if l == 0 else _linear_masks(h, w)
+        z, a = _layer(h, masks, w, bs[l], codes[l])
+        zs.append(z)
+        outs.append(a)
+        if l + 1 < n_layers:
+            if thresh[l + 1] > 0:
+                drop = drop_multiplier(a.shape[0], a.shape[1], bases[l + 1], thresh[l + 1],
+                                       scales[l + 1])
+                drops.append(drop)
+                ins.append(a * drop)
+            else:
+                drops.append(none)
+                ins.append(a)
+    value, delta = _loss_and_grad(outs[n_layers], yb, loss_code)
     for l in range(n_layers - 1, -1, -1):
-        a, w = acts[l], ws[l]
+        a, w = ins[l], ws[l]
         gb = bias_grad(delta)
-        below = relu_backward(delta, w, a) if l > 0 else delta  # before ws[l] moves
+        below = delta
+        if l > 0:  # before ws[l] moves
+            code = codes[l - 1]
+            if code == _RELU:
+                below = relu_backward(delta, w, a)
+                if thresh[l] > 0:
+                    _times(below, drops[l])
+            else:
+                below = act_backward(delta, w, zs[l], outs[l], code, drops[l])
         masks = x_cols if l == 0 else _weight_grad_masks(a, w)
         if momentum == 0:
             # w - lr * g straight from the registers that hold g: no gradient array.
@@ -546,14 +781,17 @@ def _gather_row(x, e, xb, r, rows, cols_t):
 
 
 @_jit
-def train_epoch(ws, bs, vws, vbs, x, y, order, batch_size, lrs, momentum):
+def train_epoch(ws, bs, vws, vbs, x, y, order, batch_size, lrs, momentum, codes, loss_code,
+                thresh, scales, bases):
     """SGD over the batches order[0:batch_size], order[batch_size:2*batch_size], ...
 
     In place on the weights ws, biases bs and (momentum > 0) velocities vws, vbs: tuples
     of C-contiguous arrays, one per layer (vws, vbs are not read when momentum == 0).
     x: (N, d_in); y: (N,) int64; order: (n,) int64 rows of x; lrs: (steps,) one learning
     rate per step and momentum: a scalar, both of the params' dtype. The last batch
-    holds the remaining n % batch_size rows, if any.
+    holds the remaining n % batch_size rows, if any. y: (N,) int64 labels, or (N, k)
+    float targets of an elementwise loss. codes, loss_code, thresh, scales: the model
+    (see `_train_step`); bases: (steps, layers) uint64, each step's dropout streams.
 
     Returns (the mean loss of each step, (steps,) float64; -1, or the first row of x in
     order that holds a NaN or an infinity, where the epoch stopped: the rows are checked
@@ -564,7 +802,7 @@ def train_epoch(ws, bs, vws, vbs, x, y, order, batch_size, lrs, momentum):
     losses = np.empty(steps)
     full = min(batch_size, n)
     xb_full = np.empty((full, d_in), dtype=x.dtype)
-    yb_full = np.empty(full, dtype=np.int64)
+    yb_full = np.empty_like(y[:full])
     rows_full = np.empty((full, (d_in + 63) // 64), dtype=np.uint64)
     cols_t = np.empty(((full + 63) // 64, d_in), dtype=np.uint64)  # col masks, transposed
     line = max(1, 64 // x.itemsize)  # elements per 64-byte cache line
@@ -586,5 +824,6 @@ def train_epoch(ws, bs, vws, vbs, x, y, order, batch_size, lrs, momentum):
         for k in range(start + size, min(n, start + size + batch_size)):
             for i in range(0, min(d_in, 4 * line), line):
                 _prefetch(x, order[k], i)
-        losses[s] = _train_step(ws, bs, vws, vbs, xb, x_rows, x_cols, yb, lrs[s], momentum)
+        losses[s] = _train_step(ws, bs, vws, vbs, xb, x_rows, x_cols, yb, lrs[s], momentum,
+                                codes, loss_code, thresh, scales, bases[s])
     return losses, -1

@@ -1,8 +1,11 @@
-"""The math of a ReLU MLP with a softmax cross-entropy head, written once over `Ops`.
+"""The math of an MLP, written once over `Ops` and a `Model`.
 
-Every layer but the last is `a = relu(a_prev @ w + b)`; the last gives the logits.
-ReLU'(0) is taken as 0 (as in the origin notebook): a unit whose pre-activation is
-exactly 0 passes no gradient.
+Layer l computes `z_l = h_l @ w_l + b_l` and `a_l = f_l(z_l)`, where h_0 = x and
+h_{l+1} = a_l, times a dropout multiplier when one is drawn; the last layer is linear
+and its outputs go to the loss. `Ops` says how each primitive is computed (NumPy/BLAS
+or the Numba kernels), `Model` what (fnn.model: activations, loss, dropout), so this
+module holds the order of the steps and nothing else. ReLU'(0) is taken as 0 (as in
+the origin notebook): a unit whose pre-activation is exactly 0 passes no gradient.
 
 The public functions validate their inputs once and never mutate them; the functions
 ending in `_unchecked` are the same math for callers that validated already (the
@@ -11,87 +14,182 @@ training loop, gradient checks).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .backends import Ops, get_ops
+from .dropout import drop_multiplier
+from .model import Model, check_key, make_model
 from .params import Layer, Params, freeze
-from .validate import check_grads, check_lr, check_params, check_x, check_xy
+from .validate import check_grads, check_lr, check_params, check_x
 
-__all__ = ["accuracy", "backprop", "forward", "loss", "predict", "sgd_step"]
+__all__ = ["Trace", "accuracy", "backprop", "check_call", "forward", "loss", "predict",
+           "sgd_step"]
 
 
-def activations_unchecked(ops: Ops, params: Params, x: np.ndarray) -> list[np.ndarray]:
-    """[x, a_1, ..., a_{L-1}, logits]: the input, each hidden ReLU output, the logits."""
-    acts = [x]
-    last = len(params) - 1
+class Trace(NamedTuple):
+    """One forward pass, as backprop needs it; lists over layers l = 0 .. L-1.
+
+    inputs[l]: what layer l read, (n, d_l): x, or the previous activation after dropout.
+    zs[l], acts[l]: layer l's pre-activation and activation (the last: both the outputs;
+    for ReLU z_l may be a_l itself). drops[l]: the dropout multiplier applied to make
+    inputs[l], or None.
+    """
+
+    inputs: list
+    zs: list
+    acts: list
+    drops: list
+
+    @property
+    def out(self) -> np.ndarray:
+        return self.acts[-1]
+
+
+def forward_unchecked(ops: Ops, params: Params, model: Model, x: np.ndarray,
+                      key: np.uint64 | None = None) -> Trace:
+    """The forward pass; dropout only when key is not None."""
+    t = Trace([], [], [], [])
+    h = x
     for l, (w, b) in enumerate(params):
-        acts.append(ops.linear(acts[-1], w, b, l < last))
-    return acts
+        drop = None
+        if key is not None and model.dropout[l] > 0:
+            drop = drop_multiplier(key, l, h.shape, model.dropout[l], h.dtype)
+            h = h * drop
+        z, a = ops.layer(h, w, b, model.activation(l))
+        t.inputs.append(h)
+        t.zs.append(z)
+        t.acts.append(a)
+        t.drops.append(drop)
+        h = a
+    return t
 
 
 def backprop_unchecked(
-    ops: Ops, params: Params, x: np.ndarray, y: np.ndarray
+    ops: Ops, params: Params, model: Model, x: np.ndarray, y: np.ndarray,
+    key: np.uint64 | None = None,
 ) -> tuple[float, Params]:
-    """Mean loss and its gradient; x: (n, d_in) C-contiguous, y: (n,) int64 in range."""
-    acts = activations_unchecked(ops, params, x)
-    value, delta = ops.softmax_xent(acts[-1], y)
+    """Mean loss and its gradient; x: (n, d_in) C-contiguous, y checked for model.loss."""
+    t = forward_unchecked(ops, params, model, x, key)
+    value, delta = ops.loss_grad(t.out, y, model.loss)
+
+    def layer_grad(a: np.ndarray, d: np.ndarray) -> Layer:
+        return Layer(freeze(ops.weight_grad(a, d)), freeze(ops.bias_grad(d)))
+
+    return value, backward_unchecked(ops, params, model, t, delta, layer_grad)
+
+
+def backward_unchecked(
+    ops: Ops, params: Params, model: Model, t: Trace, delta: np.ndarray,
+    layer_grad: Callable[[np.ndarray, np.ndarray], Layer],
+) -> Params:
+    """Backprop from delta = dloss/d(outputs) (n, d_out) down the trace t.
+
+    layer_grad(input of layer l, gradient at z_l) -> that layer's gradient record
+    (the batch's sums for backprop, one outer product per example for per-example
+    gradients). Returns the records, input layer first.
+    """
     grads = []
     for l in range(len(params) - 1, -1, -1):
-        grads.append(Layer(freeze(ops.weight_grad(acts[l], delta)), freeze(ops.bias_grad(delta))))
+        grads.append(layer_grad(t.inputs[l], delta))
         if l > 0:
-            delta = ops.relu_backward(delta, params[l].w, acts[l])
-    return value, tuple(reversed(grads))
+            delta = ops.backward(delta, params[l].w, t.zs[l - 1], t.acts[l - 1],
+                                 t.inputs[l], model.activation(l - 1), t.drops[l])
+    return tuple(reversed(grads))
 
 
-def forward(params: Params, x: Any, *, backend: str | None = None) -> np.ndarray:
-    """Logits of the network.
+def check_call(
+    params: Any, x: Any, y: Any = None, *, activation: Any = "relu",
+    loss: Any = "softmax_cross_entropy", dropout: Any = 0.0, key: Any = None,
+    training: bool = False, has_y: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None, bool, Model, np.uint64 | None, np.dtype]:
+    """Validate a compute call once: (x2d, y checked or None, single, model, key, dtype)."""
+    dtype = check_params(params)
+    model = make_model(len(params), activation, loss, dropout)
+    x2, single = check_x(x, params, dtype)
+    y2 = None
+    if has_y:
+        y2 = model.loss.check_targets(y, x2.shape[0], params[-1].w.shape[1], single, dtype)
+    return x2, y2, single, model, check_key(key, model, training), dtype
+
+
+def forward(params: Params, x: Any, *, activation: Any = "relu",
+            loss: Any = "softmax_cross_entropy", dropout: Any = 0.0, key: Any = None,
+            backend: str | None = None) -> np.ndarray:
+    """Outputs of the network (the logits, for a classification loss).
 
     x: (batch, d_in) or a single example (d_in,), of the params' dtype.
-    Returns (batch, n_classes), or (n_classes,) for a single example, same dtype.
+    activation, loss, dropout: see `fnn.model`; dropout applies only with a key.
+    Returns (batch, d_out), or (d_out,) for a single example, same dtype.
     """
-    dtype = check_params(params)
-    x2, single = check_x(x, params, dtype)
-    logits = activations_unchecked(get_ops(backend), params, x2)[-1]
-    return logits[0] if single else logits
+    x2, _, single, model, k, _ = check_call(params, x, activation=activation, loss=loss,
+                                            dropout=dropout, key=key, has_y=False)
+    out = forward_unchecked(get_ops(backend), params, model, x2, k).out
+    return out[0] if single else out
 
 
-def loss(params: Params, x: Any, y: Any, *, backend: str | None = None) -> np.floating:
-    """Mean softmax cross-entropy of the network on (x, y).
+def loss(params: Params, x: Any, y: Any, *, activation: Any = "relu",
+         loss: Any = "softmax_cross_entropy", dropout: Any = 0.0, key: Any = None,
+         backend: str | None = None) -> np.floating:
+    """Mean loss of the network on (x, y).
 
-    x: (batch, d_in) of the params' dtype; y: (batch,) integer labels in [0, n_classes).
-    A single example (d_in,) takes a scalar label. Returns a scalar of the params' dtype.
+    x: (batch, d_in) of the params' dtype; y: (batch,) integer labels in [0, d_out) for
+    softmax cross-entropy, (batch, d_out) float targets for mse (0/1 for sigmoid binary
+    cross-entropy). A single example (d_in,) takes a scalar label or (d_out,) targets.
+    Returns a scalar of the params' dtype.
     """
-    x2, y2, dtype = check_xy(x, y, params)
+    x2, y2, _, model, k, dtype = check_call(params, x, y, activation=activation, loss=loss,
+                                            dropout=dropout, key=key)
     ops = get_ops(backend)
-    return dtype.type(ops.softmax_xent_loss(activations_unchecked(ops, params, x2)[-1], y2))
+    return dtype.type(ops.loss_value(forward_unchecked(ops, params, model, x2, k).out, y2,
+                                     model.loss))
 
 
-def backprop(
-    params: Params, x: Any, y: Any, *, backend: str | None = None
-) -> tuple[np.floating, Params]:
-    """Mean softmax cross-entropy and its gradient with respect to every parameter.
+def backprop(params: Params, x: Any, y: Any, *, activation: Any = "relu",
+             loss: Any = "softmax_cross_entropy", dropout: Any = 0.0, key: Any = None,
+             backend: str | None = None) -> tuple[np.floating, Params]:
+    """Mean loss and its gradient with respect to every parameter.
 
-    x: (batch, d_in) of the params' dtype; y: (batch,) integer labels in [0, n_classes).
+    x, y: as in `loss`. With dropout, key (an int or tuple of ints) draws the masks.
     Returns (loss: scalar of the params' dtype, grads: tuple of Layer shaped like params,
     read-only).
     """
-    x2, y2, dtype = check_xy(x, y, params)
-    value, grads = backprop_unchecked(get_ops(backend), params, x2, y2)
+    x2, y2, _, model, k, dtype = check_call(params, x, y, activation=activation, loss=loss,
+                                            dropout=dropout, key=key, training=True)
+    value, grads = backprop_unchecked(get_ops(backend), params, model, x2, y2, k)
     return dtype.type(value), grads
 
 
-def predict(params: Params, x: Any, *, backend: str | None = None) -> np.ndarray:
-    """Predicted classes, argmax of the logits. x: (batch, d_in) -> (batch,) int64."""
-    return np.argmax(forward(params, x, backend=backend), axis=-1)
+def _classifier(model: Model) -> Any:
+    if model.loss.predict is None:
+        raise ValueError(f"loss: predict and accuracy are defined for the classification "
+                         f"losses ('softmax_cross_entropy', 'sigmoid_binary_cross_entropy'), "
+                         f"got {model.loss.name!r}; for it, forward gives the prediction")
+    return model.loss
 
 
-def accuracy(params: Params, x: Any, y: Any, *, backend: str | None = None) -> float:
-    """Fraction of examples whose predicted class equals the label y: (batch,)."""
-    x2, y2, _ = check_xy(x, y, params)
-    logits = activations_unchecked(get_ops(backend), params, x2)[-1]
-    return float(np.mean(np.argmax(logits, axis=1) == y2))
+def predict(params: Params, x: Any, *, activation: Any = "relu",
+            loss: Any = "softmax_cross_entropy", dropout: Any = 0.0, key: Any = None,
+            backend: str | None = None) -> np.ndarray:
+    """Predicted classes. x: (batch, d_in) -> (batch,) int64 (argmax of the logits), or
+    for sigmoid binary cross-entropy (batch, d_out) int64 0/1 (one decision per output)."""
+    x2, _, single, model, k, _ = check_call(params, x, activation=activation, loss=loss,
+                                            dropout=dropout, key=key, has_y=False)
+    head = _classifier(model)
+    p = head.predict(forward_unchecked(get_ops(backend), params, model, x2, k).out)
+    return p[0] if single else p
+
+
+def accuracy(params: Params, x: Any, y: Any, *, activation: Any = "relu",
+             loss: Any = "softmax_cross_entropy", dropout: Any = 0.0, key: Any = None,
+             backend: str | None = None) -> float:
+    """Fraction of predictions equal to the targets (per output, for binary outputs)."""
+    x2, y2, _, model, k, _ = check_call(params, x, y, activation=activation, loss=loss,
+                                        dropout=dropout, key=key)
+    head = _classifier(model)
+    return head.accuracy_of(forward_unchecked(get_ops(backend), params, model, x2, k).out, y2)
 
 
 def sgd_step_unchecked(params: Params, grads: Params, lr: float) -> Params:

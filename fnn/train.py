@@ -29,8 +29,10 @@ import numpy as np
 
 from .backends import BACKENDS, get_backend, get_ops
 from .data import batch_indices
+from .dropout import step_key
 from .epoch import run_epoch
-from .mlp import activations_unchecked, backprop_unchecked
+from .mlp import backprop_unchecked, forward_unchecked
+from .model import Model, make_model
 from .optim import (
     Optimizer,
     Schedule,
@@ -43,7 +45,7 @@ from .optim import (
     step_decay,
 )
 from .params import FLOAT_DTYPES, Params, init_params
-from .validate import check_int, check_params, check_real, check_x, check_y
+from .validate import check_int, check_params, check_real, check_x
 
 __all__ = [
     "OPTIMIZERS",
@@ -86,6 +88,10 @@ class TrainConfig(NamedTuple):
     eval_every: evaluate on the validation set every this many steps (0: only at the end
         of each epoch; an epoch end always evaluates, and so does step 0).
     drop_last: drop each epoch's last, partial batch instead of training on it.
+    activation, loss, dropout: the model (see `fnn.model`): a built-in activation name
+        or one per hidden layer; "softmax_cross_entropy" (integer labels), "mse" or
+        "sigmoid_binary_cross_entropy" (float targets (n, d_out)); dropout rates. Step s
+        draws its dropout masks from the key (seed, s), so a resumed run redraws them.
     """
 
     sizes: tuple[int, ...] = (784, 64, 10)
@@ -104,6 +110,9 @@ class TrainConfig(NamedTuple):
     dtype: str = "float32"
     eval_every: int = 0
     drop_last: bool = False
+    activation: str | tuple[str, ...] = "relu"
+    loss: str = "softmax_cross_entropy"
+    dropout: float | tuple[float, ...] = 0.0
 
 
 class History(NamedTuple):
@@ -242,8 +251,6 @@ def check_config(config: Any) -> TrainConfig:
             raise _fail_type(f"config.sizes[{i}]", "an int", s)
         if s < 1:
             raise ValueError(f"config.sizes[{i}]: expected a positive width, got {s}")
-    if sizes[-1] < 2:
-        raise ValueError(f"config.sizes[-1]: expected at least 2 classes, got {sizes[-1]}")
     backend = get_backend() if config.backend is None else config.backend
     if backend not in BACKENDS:
         raise ValueError(f"config.backend: expected one of {BACKENDS} or None, got {backend!r}")
@@ -254,7 +261,17 @@ def check_config(config: Any) -> TrainConfig:
     momentum = _real_field(config, "momentum", 0.0, 1.0, hi_open=True)
     if optimizer in ("momentum", "nesterov") and momentum == 0:
         raise ValueError(f"config.momentum: optimizer {optimizer!r} needs momentum > 0, got 0")
+    model = make_config_model(config)
+    if model.loss.name == "softmax_cross_entropy" and sizes[-1] < 2:
+        raise ValueError(f"config.sizes[-1]: expected at least 2 classes, got {sizes[-1]}")
+    activation = (config.activation if isinstance(config.activation, str)
+                  else tuple(a.name for a in model.activations))
+    dropout = (float(config.dropout) if not isinstance(config.dropout, Sequence)
+               else tuple(float(r) for r in config.dropout))
     return config._replace(
+        activation=activation,
+        loss=model.loss.name,
+        dropout=dropout,
         sizes=tuple(int(s) for s in sizes),
         epochs=_int_field(config, "epochs", 1),
         batch_size=_int_field(config, "batch_size", 1),
@@ -275,7 +292,21 @@ def check_config(config: Any) -> TrainConfig:
     )
 
 
-def _check_data(data: Any, params: Params, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+def make_config_model(config: TrainConfig) -> Model:
+    """The Model (activations, loss, dropout) that a config describes; errors name config.*."""
+    if not isinstance(config.activation, str) and not all(
+            isinstance(a, str) for a in config.activation):
+        raise TypeError(f"config.activation: expected a built-in name or a tuple of them, "
+                        f"got {config.activation!r}")
+    try:
+        return make_model(len(config.sizes) - 1, config.activation, config.loss,
+                          config.dropout)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"config.{e}") from None
+
+
+def _check_data(data: Any, params: Params, dtype: np.dtype,
+                model: Model) -> tuple[np.ndarray, ...]:
     """(x, y, x_val, y_val) checked; x_val and y_val may be None."""
     if not isinstance(data, Sequence) or len(data) not in (2, 4):
         raise TypeError(
@@ -297,7 +328,8 @@ def _check_data(data: Any, params: Params, dtype: np.dtype) -> tuple[np.ndarray,
                 f"got {type(x).__name__}" + (f" of shape {x.shape}" if hasattr(x, "shape") else "")
             )
         x, _ = check_x(x, params, dtype, f"data.{x_name}")
-        out += [x, check_y(y, x.shape[0], n_classes, False, f"data.{y_name}")]
+        out += [x, model.loss.check_targets(y, x.shape[0], n_classes, False, dtype,
+                                            f"data.{y_name}")]
     if len(out) == 2:
         out += [None, None]
     return tuple(out)
@@ -334,17 +366,23 @@ def make_optimizer(config: TrainConfig, n_train: int) -> tuple[Optimizer, Schedu
 
 
 def evaluate(
-    params: Params, x: np.ndarray, y: np.ndarray, *, backend: str | None = None
+    params: Params, x: np.ndarray, y: np.ndarray, *, activation: Any = "relu",
+    loss: Any = "softmax_cross_entropy", backend: str | None = None
 ) -> tuple[float, float]:
-    """(mean loss, accuracy) on (x: (n, d_in), y: (n,)) in one batched forward pass."""
-    x2, _ = check_x(x, params, check_params(params))
-    y2 = check_y(y, x2.shape[0], params[-1].w.shape[1], False)
-    return _evaluate(get_ops(backend), params, x2, y2)
+    """(mean loss, accuracy) on (x: (n, d_in), y) in one batched forward pass, without
+    dropout. The accuracy is nan for a loss with no classes (mse)."""
+    dtype = check_params(params)
+    model = make_model(len(params), activation, loss)
+    x2, _ = check_x(x, params, dtype)
+    y2 = model.loss.check_targets(y, x2.shape[0], params[-1].w.shape[1], False, dtype)
+    return _evaluate(get_ops(backend), params, model, x2, y2)
 
 
-def _evaluate(ops: Any, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    logits = activations_unchecked(ops, params, x)[-1]
-    return float(ops.softmax_xent_loss(logits, y)), float(np.mean(np.argmax(logits, axis=1) == y))
+def _evaluate(ops: Any, params: Params, model: Model, x: np.ndarray,
+              y: np.ndarray) -> tuple[float, float]:
+    out = forward_unchecked(ops, params, model, x).out
+    acc = math.nan if model.loss.accuracy_of is None else model.loss.accuracy_of(out, y)
+    return float(ops.loss_value(out, y, model.loss)), float(acc)
 
 
 def _new_rng_state(seed: int) -> tuple[np.random.Generator, dict]:
@@ -452,7 +490,7 @@ def fit(
         sizes = (params[0].w.shape[0], *(p.w.shape[1] for p in params))
         if sizes != config.sizes:
             raise ValueError(f"params: expected sizes {config.sizes} (config.sizes), got {sizes}")
-    x, y, x_val, y_val = _check_data(data, params, dtype)
+    x, y, x_val, y_val = _check_data(data, params, dtype, make_config_model(config))
     if steps_per_epoch(x.shape[0], config.batch_size, config.drop_last) == 0:
         raise ValueError(
             f"config.batch_size: {config.batch_size} with drop_last leaves no batch of "
@@ -484,6 +522,7 @@ def _run(
     x, y, x_val, y_val = data
     config = state.config
     ops = get_ops(config.backend)
+    model = make_config_model(config)
     n, bs = x.shape[0], config.batch_size
     per_epoch = steps_per_epoch(n, bs, config.drop_last)
     total_steps = per_epoch * config.epochs
@@ -520,7 +559,10 @@ def _run(
     def measure(params: Params, step: int) -> tuple[int, float, float, float] | None:
         if x_val is None:
             return None
-        return (step, *_evaluate(ops, params, x_val, y_val), time.perf_counter() - t0)
+        return (step, *_evaluate(ops, params, model, x_val, y_val), time.perf_counter() - t0)
+
+    def key_of(step: int) -> np.uint64 | None:
+        return step_key(config.seed, step) if model.has_dropout else None
 
     # Whole epochs in one compiled loop (`fnn.epoch.run_epoch`, bit-identical to the loop
     # below) when nothing needs to see the steps one by one.
@@ -539,9 +581,11 @@ def _run(
             if compiled and cur.batch == 0:
                 # The optimizer's count is the step (both start at 0 and move together).
                 epoch_lrs = [float(schedule(cur.step + k)) for k in range(len(batches))]
+                keys = (np.array([key_of(cur.step + k) for k in range(len(batches))],
+                                 dtype=np.uint64) if model.has_dropout else None)
                 params, velocity, epoch_losses = run_epoch(
                     cur.params, cur.opt_state.velocity if momentum else None, x, y,
-                    np.concatenate(batches), bs, np.array(epoch_lrs), momentum)
+                    np.concatenate(batches), bs, np.array(epoch_lrs), momentum, model, keys)
                 # A loss that is not finite: the loop below re-runs the epoch and stops at it.
                 if np.isfinite(epoch_losses).all():
                     step = cur.step + len(batches)
@@ -556,7 +600,8 @@ def _run(
                 idx = batches[b]
                 step = cur.step
                 lr = float(schedule(step))
-                value, grads = backprop_unchecked(ops, cur.params, x[idx], y[idx])
+                value, grads = backprop_unchecked(ops, cur.params, model, x[idx], y[idx],
+                                                  key_of(step))
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"training loss is {value} at step {step} (epoch {cur.epoch}, batch "

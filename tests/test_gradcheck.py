@@ -410,7 +410,7 @@ BAD_OPTIONS = [
     ({"directions": 0}, ValueError, "directions"),
     ({"directions": 2.5}, TypeError, "directions"),
     ({"chunk_bytes": 0}, ValueError, "chunk_bytes"),
-    ({"grad_fn": None}, TypeError, "grad_fn"),
+    ({"grad_fn": 3}, TypeError, "grad_fn"),
     ({"per_example": "yes"}, TypeError, "per_example"),
     ({"seed": -1}, ValueError, "seed"),
     ({"backend": "cuda"}, ValueError, "backend"),

@@ -171,9 +171,9 @@ def test_batches_are_shuffled_and_cover_the_epoch(monkeypatch):
     seen = []
     real = fnn.train.backprop_unchecked
 
-    def spy(ops, params, x, y):
+    def spy(ops, params, model, x, y, key):
         seen.append(x.copy())
-        return real(ops, params, x, y)
+        return real(ops, params, model, x, y, key)
 
     monkeypatch.setattr(fnn.train, "backprop_unchecked", spy)
     x = DATA[0]

@@ -1,0 +1,79 @@
+"""The `"numba"` backend's `Ops`: which compiled kernel serves which record.
+
+ReLU keeps its sparse fast path (the product fused with the activation, the backward
+mask a > 0); the other built-in activations take the compiled dense path, which
+compiles their record functions (`fnn.kernels.apply_activation`, `act_backward`); a
+user-defined activation runs its own NumPy functions between the compiled products.
+Softmax cross-entropy has a fused kernel; the elementwise losses compile their
+record's `element` and `element_grad`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .activations import IDENTITY, Activation
+from .backends import NUMPY_OPS, Ops
+from .losses import SOFTMAX_XENT, Loss
+
+__all__ = ["NUMBA_OPS"]
+
+_NO_DROP = {np.dtype(np.float32): np.empty((0, 0), np.float32),
+            np.dtype(np.float64): np.empty((0, 0), np.float64)}
+
+
+def _layer(x: np.ndarray, w: np.ndarray, b: np.ndarray,
+           act: Activation) -> tuple[np.ndarray, np.ndarray]:
+    if act.zero_preserving and act.code >= 0:  # ReLU
+        a = kernels.linear(x, w, b, True)
+        return a, a
+    z = kernels.linear(x, w, b, False)
+    if act.code == IDENTITY.code:
+        return z, z
+    if act.code >= 0:
+        return z, kernels.apply_activation(z, act.code)
+    return z, np.asarray(act.forward(z), dtype=z.dtype)
+
+
+def _backward(delta: np.ndarray, w: np.ndarray, z: np.ndarray, a: np.ndarray,
+              a_in: np.ndarray, act: Activation, drop: np.ndarray | None) -> np.ndarray:
+    if act.zero_preserving and act.code >= 0:  # ReLU: masked where the input is 0
+        out = kernels.relu_backward(delta, w, a_in)
+        if drop is not None:
+            out *= drop
+        return out
+    if act.code >= 0:
+        return kernels.act_backward(delta, w, z, a, act.code,
+                                    _NO_DROP[w.dtype] if drop is None else drop)
+    out = kernels.matmul_t(delta, w)
+    if drop is not None:
+        out *= drop
+    out *= act.derivative(z, a)
+    return out
+
+
+def _loss_grad(out: np.ndarray, y: np.ndarray, loss: Loss) -> tuple[float, np.ndarray]:
+    if loss.code < 0:  # a user's loss: its own NumPy functions
+        return NUMPY_OPS.loss_grad(out, y, loss)
+    if loss is SOFTMAX_XENT:
+        return kernels.softmax_xent(out, y)
+    return kernels.elementwise_loss_grad(out, y, loss.code)
+
+
+def _loss_value(out: np.ndarray, y: np.ndarray, loss: Loss) -> float:
+    if loss.code < 0:
+        return loss.value(out, y)
+    if loss is SOFTMAX_XENT:
+        return kernels.softmax_xent_loss(out, y)
+    return kernels.elementwise_loss(out, y, loss.code)
+
+
+NUMBA_OPS = Ops(
+    layer=_layer,
+    backward=_backward,
+    weight_grad=kernels.weight_grad,
+    bias_grad=kernels.bias_grad,
+    loss_grad=_loss_grad,
+    loss_value=_loss_value,
+)
