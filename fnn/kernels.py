@@ -509,6 +509,7 @@ _XENT = _losses.SOFTMAX_XENT.code
 _MSE, _BCE = _losses.LOSS_FUNCTIONS["mse"], _losses.LOSS_FUNCTIONS["sigmoid_binary_cross_entropy"]
 _e1, _g1, _e2, _g2 = (_inline(f) for f in (_MSE.element, _MSE.element_grad, _BCE.element,
                                            _BCE.element_grad))
+_MSE_CODE = _MSE.code
 _mix = _inline(_dropout.mix)
 _GOLDEN = _dropout.GOLDEN
 
@@ -547,12 +548,12 @@ def act_derivative(code, z, a):
 
 @_inline
 def _loss_element(code, o, t):
-    return _e1(o, t) if code == _MSE.code else _e2(o, t)
+    return _e1(o, t) if code == _MSE_CODE else _e2(o, t)
 
 
 @_inline
 def _loss_element_grad(code, o, t):
-    return _g1(o, t) if code == _MSE.code else _g2(o, t)
+    return _g1(o, t) if code == _MSE_CODE else _g2(o, t)
 
 
 @_jit

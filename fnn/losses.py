@@ -162,22 +162,19 @@ def _mse_change(d: np.ndarray, out: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (d * (2 * (out - y) + d)).mean(axis=-1)
 
 
-def _sigmoid(z):  # type: ignore[no-untyped-def]
-    return 0.5 + 0.5 * np.tanh(0.5 * z)
-
-
 def _bce(z, y):  # type: ignore[no-untyped-def]
     # softplus(z) - y z, with softplus(z) = log(1 + e^z) computed without overflow.
     return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z))) - y * z
 
 
 def _bce_grad(z, y):  # type: ignore[no-untyped-def]
-    return _sigmoid(z) - y
+    # sigmoid(z) - y, the sigmoid without exp's overflow (self-contained: Numba compiles it)
+    return 0.5 + 0.5 * np.tanh(0.5 * z) - y
 
 
 def _bce_change(d: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
     # softplus(z + d) - softplus(z) = log1p(sigmoid(z) expm1(d)).
-    return (np.log1p(_sigmoid(z) * np.expm1(d)) - y * d).mean(axis=-1)
+    return (np.log1p(_bce_grad(z, 0) * np.expm1(d)) - y * d).mean(axis=-1)
 
 
 def _mean_of(element: Callable) -> Callable[[np.ndarray, np.ndarray], float]:
