@@ -1,22 +1,27 @@
 """fnn: functional neural networks in NumPy.
 
-Pure functions over immutable params: a ReLU MLP with hand-written backprop, a NumPy
-(BLAS) path and a Numba path behind one API, and the origin notebook's math kept in
+Pure functions over immutable params: MLPs with hand-written backprop, a NumPy (BLAS)
+path and a Numba path behind one API, and the origin notebook's math kept in
 `fnn.reference` to compare against.
 
-Modules, one concern each: `params` (Layer, init), `mlp` (the math), `backends` and
-`kernels` (the two compute paths), `epoch` (a whole epoch in compiled code), `validate`
-(input checks), `reference` (the notebook), `gradcheck` and `per_example` (gradient
-checks), `optim`, `data`, `train`, `checkpoint`, `plot`, `cli`.
+Modules, one concern each: `params` (Layer, init), `activations`, `losses` and
+`dropout` (the ops, as data), `model` (which ops a network uses), `mlp` (the math),
+`backends`, `kernels` and `numba_ops` (the two compute paths), `epoch` (a whole epoch
+in compiled code), `validate` (input checks), `reference` (the notebook), `gradcheck`
+and `per_example` (gradient checks), `optim`, `data`, `train`, `checkpoint`, `plot`,
+`cli`.
 """
 
-from . import optim, reference
+from . import activations, losses, optim, reference
+from .activations import ACTIVATIONS, Activation
 from .backends import BACKENDS, get_backend, set_backend
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Dataset, batch_indices, load_mnist
 from .epoch import momentum_epoch, sgd_epoch
 from .gradcheck import GradientCheckError, GradientReport, assert_gradients, check_gradients
+from .losses import LOSS_FUNCTIONS, Loss
 from .mlp import accuracy, backprop, forward, loss, predict, sgd_step
+from .model import Model
 from .params import Layer, Params, init_params
 from .per_example import per_example_grads
 from .train import (
@@ -32,19 +37,25 @@ from .train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ACTIVATIONS",
     "BACKENDS",
+    "LOSS_FUNCTIONS",
+    "Activation",
     "CheckpointError",
     "Dataset",
     "GradientCheckError",
     "GradientReport",
     "History",
     "Layer",
+    "Loss",
+    "Model",
     "Params",
     "TrainConfig",
     "TrainState",
     "TrainingDiverged",
     "TrainingInterrupted",
     "accuracy",
+    "activations",
     "assert_gradients",
     "backprop",
     "batch_indices",
@@ -57,6 +68,7 @@ __all__ = [
     "load_checkpoint",
     "load_mnist",
     "loss",
+    "losses",
     "momentum_epoch",
     "optim",
     "per_example_grads",
