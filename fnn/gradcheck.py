@@ -539,6 +539,16 @@ def _prepare(params: Any, x: Any, y: Any, who: str, model_kwargs: dict) -> _Prob
     return _Problem(params, x2, y2, model, key, "float32" if cast else None)
 
 
+def _setup(params: Any, x: Any, y: Any, who: str, mode: str, backend: str | None,
+           model_kwargs: dict) -> tuple[_Problem, _Net, Callable]:
+    """The checked problem, its unperturbed network and the layer pass to use."""
+    pb = _prepare(params, x, y, who, model_kwargs)
+    if mode == "complex-step":
+        _complex_step_ok(pb.model)
+    net = _net(get_ops(backend), pb.params, pb.model, pb.x, pb.y, pb.key)
+    return pb, net, _layer_fn(backend, mode == "complex-step")
+
+
 def _complex_step_ok(model: Model) -> None:
     for i, act in enumerate(model.activations):
         if not act.analytic:
@@ -643,13 +653,9 @@ def numerical_grads(
     if mode == "directional":
         raise ValueError("mode: expected 'full' or 'complex-step'; 'directional' gives "
                          "directional derivatives, not a gradient")
-    ops, chunk_bytes = get_ops(backend), check_int(chunk_bytes, "chunk_bytes", 1)
-    pb = _prepare(params, x, y, "numerical_grads",
-                  dict(activation=activation, loss=loss, dropout=dropout, key=key))
-    if mode == "complex-step":
-        _complex_step_ok(pb.model)
-    net = _net(ops, pb.params, pb.model, pb.x, pb.y, pb.key)
-    layer = _layer_fn(backend, mode == "complex-step")
+    chunk_bytes = check_int(chunk_bytes, "chunk_bytes", 1)
+    pb, net, layer = _setup(params, x, y, "numerical_grads", mode, backend,
+                            dict(activation=activation, loss=loss, dropout=dropout, key=key))
     out = []
     for l, params_l in enumerate(pb.params):
         pair = []
@@ -723,12 +729,8 @@ def check_gradients(
         raise TypeError(f"per_example: expected a bool or a function like "
                         f"per_example_grads, got {describe(per_example)}")
     rng, ops = make_rng(seed), get_ops(backend)
-    pb = _prepare(params, x, y, "check_gradients",
-                  dict(activation=activation, loss=loss, dropout=dropout, key=key))
-    if mode == "complex-step":
-        _complex_step_ok(pb.model)
-    net = _net(ops, pb.params, pb.model, pb.x, pb.y, pb.key)
-    layer = _layer_fn(backend, mode == "complex-step")
+    pb, net, layer = _setup(params, x, y, "check_gradients", mode, backend,
+                            dict(activation=activation, loss=loss, dropout=dropout, key=key))
     if grad_fn is None:
         grad_fn = partial(backprop, activation=activation, loss=loss, dropout=dropout, key=key,
                           backend=backend)

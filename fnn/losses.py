@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .validate import check_y
+
 __all__ = ["LOSS_FUNCTIONS", "Loss", "resolve_loss", "softmax"]
 
 
@@ -62,22 +64,11 @@ def _check_labels(y: Any, n: int, k: int, single: bool, dtype: np.dtype, name: s
     """Integer labels (n,) in [0, k); a scalar label when `single`. -> int64 (n,)."""
     if isinstance(y, np.ma.MaskedArray):
         raise TypeError(f"{name}: expected a plain ndarray of labels, got a masked array")
-    y = np.asarray(y)
-    if single and y.ndim == 0:
-        y = y.reshape(1)
-    if y.dtype.kind == "f":
+    if np.asarray(y).dtype.kind == "f":
         raise TypeError(f"{name}: expected integer class labels for loss "
-                        f"'softmax_cross_entropy', got dtype {y.dtype} (float targets train "
-                        f"with loss='mse')")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"{name}: expected integer class labels, got dtype {y.dtype}")
-    if y.shape != (n,):
-        raise ValueError(f"{name}: expected shape ({n},), one label per example, got {y.shape}")
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= k:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"{name}: expected labels in [0, {k - 1}] ({k} classes), got {bad}")
-    return np.ascontiguousarray(y, dtype=np.int64)
+                        f"'softmax_cross_entropy', got dtype {np.asarray(y).dtype} (float "
+                        f"targets train with loss='mse')")
+    return check_y(y, n, k, single, name)
 
 
 def _float_target_check(loss: str, lo: float, hi: float) -> Callable[..., np.ndarray]:
