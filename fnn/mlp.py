@@ -135,6 +135,9 @@ def loss(params: Params, x: Any, y: Any, *, activation: Any = "relu",
          backend: str | None = None) -> np.floating:
     """Mean loss of the network on (x, y).
 
+    Computed in IEEE arithmetic: outputs that overflow to inf give an inf or nan loss
+    (returned as such; `fnn.fit` stops on it with TrainingDiverged).
+
     x: (batch, d_in) of the params' dtype; y: (batch,) integer labels in [0, d_out) for
     softmax cross-entropy, (batch, d_out) float targets for mse (0/1 for sigmoid binary
     cross-entropy). A single example (d_in,) takes a scalar label or (d_out,) targets.
@@ -170,6 +173,15 @@ def _classifier(model: Model) -> Any:
     return model.loss
 
 
+def _finite_outputs(out: np.ndarray) -> np.ndarray:
+    # An argmax over NaN or inf outputs would be silently arbitrary (class 0 for NaN).
+    if not np.isfinite(out).all():
+        row = int(np.argwhere(~np.isfinite(out))[0][0])
+        raise ValueError(f"x: expected inputs whose outputs are finite, got outputs "
+                         f"{out[row].tolist()} for example {row} (they overflow: scale x)")
+    return out
+
+
 def predict(params: Params, x: Any, *, activation: Any = "relu",
             loss: Any = "softmax_cross_entropy", dropout: Any = 0.0, key: Any = None,
             backend: str | None = None) -> np.ndarray:
@@ -178,7 +190,8 @@ def predict(params: Params, x: Any, *, activation: Any = "relu",
     x2, _, single, model, k, _ = check_call(params, x, activation=activation, loss=loss,
                                             dropout=dropout, key=key, has_y=False)
     head = _classifier(model)
-    p = head.predict(forward_unchecked(get_ops(backend), params, model, x2, k).out)
+    p = head.predict(_finite_outputs(forward_unchecked(get_ops(backend), params, model, x2,
+                                                       k).out))
     return p[0] if single else p
 
 
@@ -189,7 +202,8 @@ def accuracy(params: Params, x: Any, y: Any, *, activation: Any = "relu",
     x2, y2, _, model, k, _ = check_call(params, x, y, activation=activation, loss=loss,
                                         dropout=dropout, key=key)
     head = _classifier(model)
-    return head.accuracy_of(forward_unchecked(get_ops(backend), params, model, x2, k).out, y2)
+    out = _finite_outputs(forward_unchecked(get_ops(backend), params, model, x2, k).out)
+    return head.accuracy_of(out, y2)
 
 
 def sgd_step_unchecked(params: Params, grads: Params, lr: float) -> Params:

@@ -458,3 +458,14 @@ def test_bad_targets_are_named():
         fnn.fit(None, (X, Y), fnn.TrainConfig(sizes=(6, 5, 3), activation="nope"))
     with pytest.raises(TypeError, match=r"data.y: expected float targets"):
         fnn.fit(None, (X, Y), fnn.TrainConfig(sizes=(6, 5, 3), loss="mse", dtype="float64"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predict_refuses_outputs_that_overflow(backend):
+    params = fnn.init_params(0, [4, 3], dtype="float32")
+    x = np.full((2, 4), 3e38, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"x: expected inputs whose outputs are finite"):
+        fnn.predict(params, x, backend=backend)
+    with pytest.raises(ValueError, match=r"x: expected inputs whose outputs are finite"):
+        fnn.accuracy(params, x, [0, 1], backend=backend)
+    assert not np.isfinite(fnn.loss(params, x, [0, 1], backend=backend))  # IEEE, documented
