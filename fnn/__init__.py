@@ -15,8 +15,9 @@ and `per_example` (gradient checks), `optim`, `data`, `train`, `checkpoint`, `pl
 from . import activations, losses, optim, reference
 from .activations import ACTIVATIONS, Activation
 from .backends import BACKENDS, get_backend, set_backend
+from .batching import batch_indices
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import Dataset, batch_indices, load_mnist
+from .data import Dataset, load_mnist
 from .epoch import momentum_epoch, sgd_epoch
 from .gradcheck import GradientCheckError, GradientReport, assert_gradients, check_gradients
 from .losses import LOSS_FUNCTIONS, Loss

@@ -352,9 +352,15 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
     h = state.history
     widths = "-".join(map(str, state.config.sizes))
     acc = f"{100 * h.eval_accuracy[-1]:.2f}%" if h.eval_accuracy.size else "n/a"
-    print(f"final test accuracy: {acc} on {len(data.y_test)} examples ({widths}, "
-          f"{state.epoch} epochs, {state.step} steps, {state.elapsed:.1f} s); outputs in {out}")
+    print(f"final test accuracy: {acc} on {_count(len(data.y_test), 'example')} ({widths}, "
+          f"{_count(state.epoch, 'epoch')}, {_count(state.step, 'step')}, "
+          f"{state.elapsed:.1f} s); outputs in {out}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """"1 epoch", "2 epochs": the plural where English wants it."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _config_json(config: TrainConfig) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .backends import BACKENDS, get_backend, get_ops
-from .data import batch_indices
+from .batching import batch_indices
 from .dropout import step_key
 from .epoch import run_epoch
 from .mlp import backprop_unchecked, forward_unchecked

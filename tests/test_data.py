@@ -1,4 +1,4 @@
-"""fnn.data: loading MNIST (and same-layout datasets) through `datasets`, and batching.
+"""fnn.data: loading MNIST (and same-layout datasets) through `datasets` and Pillow.
 
 Ground truth comes from outside the loader: the README's published checks of the shipped
 MNIST copy, images decoded directly from the parquet files with pyarrow + Pillow, and
@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fnn.data import DEFAULT_MNIST_DIR, Dataset, batch_indices, iterate_batches, load_mnist
+from fnn import arraycache
+from fnn.data import DEFAULT_MNIST_DIR, Dataset, load_mnist
 
 datasets = pytest.importorskip("datasets")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -203,6 +204,20 @@ def test_mnist_pixels_equal_pillow_decoding(mnist, split, rows):
         assert y[i] == table.column("label")[i].as_py()
 
 
+# sha256 of the uint8 pixels (n, 28, 28) of each split, as decoded by fnn's earlier
+# hand-written PNG decoder (commit 4274175), which agreed with Pillow image by image.
+MNIST_PIXEL_SHA = {
+    "train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+}
+
+
+def test_mnist_every_pixel_matches_the_recorded_decoding(mnist):
+    for split, x in (("train", mnist.x_train), ("test", mnist.x_test)):
+        pixels = np.rint(x * 255).astype(np.uint8)  # exact: x holds k / 255
+        assert hashlib.sha256(pixels.tobytes()).hexdigest() == MNIST_PIXEL_SHA[split], split
+
+
 def test_mnist_float64(mnist, mnist_cache):
     d64 = load_mnist(cache_dir=mnist_cache, dtype=np.float64)
     assert d64.x_train.dtype == d64.x_test.dtype == np.float64
@@ -250,7 +265,7 @@ def test_custom_columns_and_non_square_images(small, cache_dir):
     np.testing.assert_array_equal(grid.x_train, pix / 255)
 
 
-def test_every_png_filter_and_layout_decodes_like_pillow(tmp_path, cache_dir):
+def test_every_png_filter_and_layout_decodes_to_the_encoded_pixels(tmp_path, cache_dir):
     rng = np.random.default_rng(3)
     pix = rng.integers(0, 256, (12, 9, 6), dtype=np.uint8)
     pix[5] = np.linspace(0, 255, 54).reshape(9, 6)  # smooth: filters predict well
@@ -337,7 +352,7 @@ def test_disk_cache_is_used_and_skips_datasets(small, cache_dir, monkeypatch):
     kw = {"image_column": "img", "label_column": "target", "cache_dir": cache_dir}
     first = load_mnist(folder, **kw)
     assert len(entries(cache_dir)) == 2  # one per split
-    fdata._memory.clear()  # as in a new process
+    arraycache.clear_memory()  # as in a new process
 
     def no_datasets(*args, **kwargs):
         raise AssertionError("a warm load must not go through datasets")
@@ -348,7 +363,7 @@ def test_disk_cache_is_used_and_skips_datasets(small, cache_dir, monkeypatch):
         np.testing.assert_array_equal(a, b)
     # A damaged entry is dropped and rebuilt, not trusted.
     monkeypatch.undo()
-    fdata._memory.clear()
+    arraycache.clear_memory()
     for entry in entries(cache_dir):
         (entry / "x.npy").write_bytes(b"garbage")
     third = load_mnist(folder, **kw)
@@ -464,6 +479,17 @@ def test_bad_images(tmp_path, cache_dir, make, message):
         load_mnist(folder, cache_dir=cache_dir)
 
 
+def test_first_bad_image_is_reported_whatever_the_threads_do(tmp_path, cache_dir):
+    # Bad images in several of the decoding threads' runs: the first in row order wins.
+    blobs = [png(p) for p in random_images(5, 60, 3, 3)]
+    for i in (41, 17, 58):
+        blobs[i] = b"broken"
+    folder = write_folder(tmp_path / "bad", {"train": (blobs, [0] * 60), "test": (blobs[:1], [0])})
+    for _ in range(3):
+        with pytest.raises(ValueError, match="image 17 of split 'train' could not be decoded"):
+            load_mnist(folder, cache_dir=cache_dir)
+
+
 def test_bad_labels(tmp_path, cache_dir):
     blobs = [png(np.zeros((2, 2), np.uint8))] * 2
     folder = write_folder(
@@ -496,7 +522,7 @@ def test_bad_dtype(dtype):
 
 
 def test_bad_argument_types():
-    with pytest.raises(TypeError, match="image_column must be a non-empty str"):
+    with pytest.raises(TypeError, match="image_column: expected a non-empty str, got None"):
         load_mnist(image_column=None)
     with pytest.raises(TypeError, match="test_split"):
         load_mnist(test_split="")
@@ -556,96 +582,3 @@ def test_hub_id_offline_explains_how_to_get_a_local_copy(small, tmp_path):
     message = result.stdout
     assert "MESSAGE" in message and "'ylecun/mnist'" in message
     assert "snapshot_download" in message and "FNN_DATA_DIR" in message
-
-
-# ---------------------------------------------------------------------------------------
-# Batching
-
-
-@pytest.mark.parametrize(("n", "batch_size"), [(10, 3), (12, 4), (5, 8), (1, 1), (0, 4)])
-def test_batches_cover_every_index_once(n, batch_size):
-    batches = batch_indices(n, batch_size, np.random.default_rng(0))
-    assert all(b.dtype == np.int64 for b in batches)
-    assert [len(b) for b in batches[:-1]] == [batch_size] * (len(batches) - 1)
-    assert len(batches) == -(-n // batch_size)
-    assert sorted(np.concatenate(batches or [np.empty(0, np.int64)]).tolist()) == list(range(n))
-
-
-def test_last_batch_kept_or_dropped():
-    kept = batch_indices(10, 4, 0)
-    assert [len(b) for b in kept] == [4, 4, 2]
-    dropped = batch_indices(10, 4, 0, drop_last=True)
-    assert [len(b) for b in dropped] == [4, 4]
-    np.testing.assert_array_equal(np.concatenate(dropped), np.concatenate(kept)[:8])
-    assert batch_indices(3, 4, 0, drop_last=True) == []
-
-
-def test_shuffling_is_seeded_and_differs_between_epochs():
-    rng = np.random.default_rng(42)
-    epoch1 = np.concatenate(batch_indices(100, 32, rng))
-    epoch2 = np.concatenate(batch_indices(100, 32, rng))
-    assert not np.array_equal(epoch1, epoch2)  # the Generator advanced
-    rng = np.random.default_rng(42)
-    np.testing.assert_array_equal(np.concatenate(batch_indices(100, 32, rng)), epoch1)
-    np.testing.assert_array_equal(np.concatenate(batch_indices(100, 32, rng)), epoch2)
-    # A seed, or (seed, epoch), is a pure function of its value.
-    a = np.concatenate(batch_indices(100, 32, (7, 0)))
-    np.testing.assert_array_equal(np.concatenate(batch_indices(100, 32, (7, 0))), a)
-    assert not np.array_equal(np.concatenate(batch_indices(100, 32, (7, 1))), a)
-    np.testing.assert_array_equal(
-        np.concatenate(batch_indices(100, 32, 3)), np.concatenate(batch_indices(100, 32, 3))
-    )
-    assert not np.array_equal(a, np.arange(100))
-
-
-def test_batches_leave_global_random_state_alone():
-    # The legacy global state is what must stay untouched, hence the legacy calls.
-    before = np.random.get_state()[1].copy()  # noqa: NPY002
-    batch_indices(50, 8, 1)
-    batch_indices(50, 8, np.random.default_rng(1))
-    list(iterate_batches(np.zeros((5, 2)), np.zeros(5), 2, (1, 2)))
-    np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
-
-
-def test_unshuffled_batches_are_in_order():
-    batches = batch_indices(7, 3, None, shuffle=False)
-    assert [b.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
-
-
-def test_iterate_batches_pairs_rows():
-    x = np.arange(20, dtype=np.float32).reshape(10, 2)
-    y = np.arange(10)
-    seen = []
-    for xb, yb in iterate_batches(x, y, 4, 0):
-        np.testing.assert_array_equal(xb[:, 0], 2 * yb)
-        seen.extend(yb.tolist())
-    assert sorted(seen) == list(range(10))
-    assert [len(yb) for _, yb in iterate_batches(x, y, 4, 0, drop_last=True)] == [4, 4]
-    with pytest.raises(ValueError, match="same first dimension"):
-        list(iterate_batches(x, y[:9], 4, 0))
-
-
-@pytest.mark.parametrize(
-    ("n", "batch_size", "rng", "error", "message"),
-    [
-        (10, 0, 0, ValueError, "batch_size: expected an int >= 1, got 0"),
-        (10, -2, 0, ValueError, "batch_size: expected an int >= 1, got -2"),
-        (10, 2.5, 0, TypeError, "batch_size: expected an int, got float"),
-        (10, True, 0, TypeError, "batch_size"),
-        (10, "4", 0, TypeError, "batch_size"),
-        (-1, 4, 0, ValueError, "n: expected an int >= 0, got -1"),
-        (10.0, 4, 0, TypeError, "n: expected an int, got float"),
-        (10, 4, None, ValueError, "rng is None but shuffle=True"),
-        (10, 4, 1.5, TypeError, "rng must be a np.random.Generator"),
-        (10, 4, -3, ValueError, "rng must be"),
-        (10, 4, np.random.RandomState(0), TypeError, "RandomState"),
-    ],
-)
-def test_batch_argument_errors(n, batch_size, rng, error, message):
-    with pytest.raises(error, match=message):
-        batch_indices(n, batch_size, rng)
-
-
-def test_numpy_integers_are_accepted():
-    batches = batch_indices(np.int64(10), np.int32(5), np.random.default_rng(0))
-    assert [len(b) for b in batches] == [5, 5]

@@ -147,7 +147,7 @@ sgd_epoch(p, x, np.arange(256) % {SIZES[-1]}, np.arange(256), {BATCH}, {LR})  # 
 t = time.perf_counter()
 ds = fdata.load_mnist()
 for epoch in range(10):
-    order = fdata.batch_indices(len(ds.x_train), len(ds.x_train), ({SEED}, epoch))[0]
+    order = fnn.batch_indices(len(ds.x_train), len(ds.x_train), ({SEED}, epoch))[0]
     p, _ = sgd_epoch(p, ds.x_train, ds.y_train, order, {BATCH}, {LR})
 acc = fnn.accuracy(p, ds.x_test, ds.y_test)
 print(time.perf_counter() - t, acc)
