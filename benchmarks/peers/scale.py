@@ -1,0 +1,153 @@
+"""fnn against NumPy, PyTorch and JAX at several network sizes, one process per
+implementation and shape.
+
+    python benchmarks/peers/scale.py [--rounds 3] [--dtype float32] [--shapes 0,1,4]
+
+Each implementation runs in its own worker process (so that no library's threads spin
+while another is timed), built and compiled (one warm-up epoch) before timing; the
+parent then interleaves the rounds: round r asks every worker of a shape in turn for one
+epoch and waits for it, and each keeps its fastest. The task: MNIST, ReLU hidden layers,
+softmax cross-entropy, plain SGD lr 0.1, one shuffled epoch (60,000 examples) from fnn's
+initial params (seed 0), the same order everywhere. The NumPy rows are fnn's NumPy
+backend (BLAS products) per step, once with this machine's OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE and once with both unset in that worker alone (OpenBLAS as shipped, a
+user's machine). Prints a Markdown table in ms per epoch and the ratio of the fastest
+peer to fnn's fastest path (above 1: fnn is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LR = 0.1
+SEED = 0
+# (sizes, batch): the notebook's net, wider and deeper ones, a dense large one, a big batch.
+SHAPES = (
+    ((784, 64, 10), 64),
+    ((784, 64, 10), 256),
+    ((784, 256, 128, 10), 64),
+    ((784, 800, 10), 64),
+    ((784, 1024, 1024, 10), 128),
+    ((784, 256, 128, 10), 1024),
+)
+FNN = ("fnn sgd_epoch", "fnn per step, numba")
+IMPLS = (*FNN, "fnn per step, numpy (BLAS)", "numpy, CORETYPE unset",
+         "torch eager", "jax jit + lax.scan")
+UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _epoch_fn(impl: str, sizes: tuple[int, ...], batch: int, dtype: str):
+    import numpy as np
+
+    import fnn
+
+    ds = fnn.load_mnist(dtype=dtype)
+    x, y = ds.x_train, ds.y_train
+    order = np.random.default_rng(SEED).permutation(len(x))
+    params = fnn.init_params(SEED, sizes, dtype=dtype)
+    if impl == "fnn sgd_epoch":
+        return lambda: fnn.sgd_epoch(params, x, y, order, batch, LR)
+    if impl.startswith(("fnn per step", "numpy")):
+        backend = "numba" if impl.endswith("numba") else "numpy"
+
+        def per_step() -> None:
+            p = params
+            for s in range(0, len(order), batch):
+                idx = order[s : s + batch]
+                _, g = fnn.backprop(p, x[idx], y[idx], backend=backend)
+                p = fnn.sgd_step(p, g, LR)
+        return per_step
+    sys.path[:0] = [str(HERE)]
+    from peers import jax_task, torch_task
+
+    build = torch_task if impl.startswith("torch") else jax_task
+    return build(params, x, y, order, batch, LR).epochs[impl]
+
+
+def worker(impl: str, shape: int, dtype: str) -> None:
+    sizes, batch = SHAPES[shape]
+    try:
+        run = _epoch_fn(impl, sizes, batch, dtype)
+    except ImportError as e:
+        print(json.dumps({"missing": str(e)}), flush=True)
+        return
+    t = time.perf_counter()
+    run()  # compile and warm up
+    print(json.dumps({"ready": time.perf_counter() - t}), flush=True)
+    for _ in sys.stdin:
+        t = time.perf_counter()
+        run()
+        print(json.dumps({"seconds": time.perf_counter() - t}), flush=True)
+
+
+def measure(shape: int, dtype: str, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """({impl: fastest seconds}, {impl: first-run seconds}) for one shape."""
+    procs = {}
+    for impl in IMPLS:
+        env = dict(os.environ)
+        if impl.endswith("CORETYPE unset"):
+            for var in UNSET:
+                env.pop(var, None)
+        procs[impl] = subprocess.Popen(
+            [sys.executable, __file__, "--worker", impl, "--shape", str(shape),
+             "--dtype", dtype], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=env)
+    first, best = {}, {}
+    for impl, p in list(procs.items()):
+        msg = json.loads(p.stdout.readline())
+        if "missing" in msg:
+            print(f"({impl}: {msg['missing']}; left out)", file=sys.stderr)
+            p.wait()
+            del procs[impl]
+        else:
+            first[impl], best[impl] = msg["ready"], float("inf")
+    for _ in range(rounds):
+        for impl, p in procs.items():
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            best[impl] = min(best[impl], json.loads(p.stdout.readline())["seconds"])
+    for p in procs.values():
+        p.stdin.close()
+        p.wait()
+    return best, first
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--shapes", default=",".join(str(i) for i in range(len(SHAPES))))
+    ap.add_argument("--worker", default=None)
+    ap.add_argument("--shape", type=int, default=0)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker, args.shape, args.dtype)
+    settings = {v: os.environ.get(v, "(unset)") for v in UNSET}
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.dtype}, "
+          f"fastest of {args.rounds} interleaved rounds, one process per implementation "
+          f"and shape; this machine's {settings}")
+    print("| net | batch | " + " | ".join(IMPLS) + " | fastest peer / fastest fnn |")
+    print("|---|---:|" + "---:|" * (len(IMPLS) + 1))
+    for shape in (int(s) for s in args.shapes.split(",")):
+        best, first = measure(shape, args.dtype, args.rounds)
+        sizes, batch = SHAPES[shape]
+        cells = [f"{best[i] * 1e3:,.0f}" if i in best else "-" for i in IMPLS]
+        fnn_best = min(best[i] for i in FNN if i in best)
+        peers = [best[i] for i in best if i not in FNN]
+        ratio = f"{min(peers) / fnn_best:.2f}" if peers else "-"
+        print(f"| {'-'.join(map(str, sizes))} | {batch} | " + " | ".join(cells) +
+              f" | {ratio} |", flush=True)
+        print("  first (warm-up) epoch, s: " +
+              ", ".join(f"{i} {first[i]:.1f}" for i in IMPLS if i in first),
+              file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
