@@ -354,8 +354,9 @@ def _init_worker(arrays: tuple[np.ndarray, ...] | None, parent: int) -> None:
 
 
 def _limit_threads() -> None:
-    """One BLAS thread for this process even where the pool's environment could not be
-    set (a Dask worker): threadpoolctl when installed."""
+    """One BLAS thread for this worker even if its BLAS loaded before the environment
+    was set: threadpoolctl when installed. (Not for a foreign executor's runs, which may
+    be threads of the caller's process; Dask's nanny starts workers with one thread.)"""
     if importlib.util.find_spec("threadpoolctl") is not None:
         from threadpoolctl import threadpool_limits
 
@@ -390,7 +391,6 @@ def _run_one(task: _Task) -> dict[str, Any]:
     from .checkpoint import checkpoint_callback, save_checkpoint
     from .cli import CHECKPOINT, CONFIG, HISTORY, _config_json, _json_history, _write_json
 
-    _limit_threads()
     out = Path(task.run_dir)
     result: dict[str, Any] = {"config": _config_json(task.config), "data": task.data_key,
                               **dict.fromkeys(METRICS, math.nan), "steps": 0, "error": ""}
