@@ -477,10 +477,18 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
         p.join(5)
 
 
+def _prepare(task: _Task) -> None:
+    """A pool worker's first job: load the data and import the training code while the
+    parent warms the Numba cache, so the worker's start overlaps the warm-up."""
+    _task_data(task)
+    from . import kernels  # noqa: F401  (numba's import, not a compile)
+
+
 def _execute(tasks: list[_Task], executor: Executor | None, jobs: int,
              arrays: tuple[np.ndarray, ...] | None,
-             on_done: Callable[[_Task, dict], None]) -> None:
-    """Run the tasks; on_done(task, result) as each finishes, in completion order."""
+             on_done: Callable[[_Task, dict], None], before: Callable[[], None]) -> None:
+    """Run the tasks, calling before() first; on_done(task, result) as each finishes,
+    in completion order."""
     own = executor is None
     pool: Any = _process_pool(jobs, arrays) if own else executor
     if not own and arrays is not None:
@@ -488,6 +496,10 @@ def _execute(tasks: list[_Task], executor: Executor | None, jobs: int,
     futures: dict[Future, _Task] = {}
     try:
         with _one_thread_env():
+            if own:  # spawns the workers now; they start while before() runs
+                for _ in range(min(jobs, len(tasks))):
+                    pool.submit(_prepare, tasks[0])
+            before()
             for task in tasks:
                 futures[pool.submit(_run_one, task)] = task
         pending = set(futures)
@@ -714,11 +726,18 @@ def sweep(
     if on_run is not None:
         for run in finished_runs():
             on_run(run)
-    if tasks and warm:
-        _warm([t.config for t in tasks], here, checkpoint_every is not None)
-    del here  # the parent holds no copy of the data while the workers train
+    # A few rows for the warm-up: the parent keeps no copy of the data during the fan-out.
+    rows = 2 * max((t.config.batch_size for t in tasks), default=1)
+    sample = tuple(a[:rows].copy() for a in here)
+    del here
+
+    def before() -> None:
+        if warm:
+            _warm([t.config for t in tasks], sample, checkpoint_every is not None)
+
     try:
-        _execute(tasks, executor, jobs, arrays, on_done)
+        if tasks:
+            _execute(tasks, executor, jobs, arrays, on_done, before)
     finally:
         _write_runs_csv(out / RUNS_CSV, keys, finished_runs())
     runs = [r for r in (slots[name] for name, _, _ in order) if r is not None]
@@ -738,20 +757,21 @@ def _result(name: str, point: dict, config: TrainConfig, result: Mapping[str, An
 # ---------------------------------------------------------------- Dask
 @contextlib.contextmanager
 def dask_executor(address: str, *, n_workers: int = 2,
-                  timeout: float = _DASK_TIMEOUT) -> Iterator[Executor]:
+                  timeout: float | None = None) -> Iterator[Executor]:
     """A concurrent.futures Executor on a Dask cluster, for `sweep(executor=...)`.
 
     address: a scheduler address ("tcp://host:8786"), or "local" for a LocalCluster of
     `n_workers` processes with one thread each, started here and closed on exit. An
-    address that does not answer within `timeout` seconds raises ValueError. Workers must
-    import the same fnn and see the dataset (the shipped MNIST, or a hub id).
+    address that does not answer within `timeout` seconds (default 5) raises ValueError.
+    Workers must import the same fnn and see the dataset (the shipped MNIST, or a hub id).
     Needs `distributed` (pip install 'fnn[dask]').
     """
     if not isinstance(address, str) or not address:
         raise TypeError(f"address: expected a Dask scheduler address or 'local', got "
                         f"{address!r}")
     n_workers = check_int(n_workers, "n_workers", 1)
-    timeout = check_real(timeout, "timeout", 0.0, math.inf, lo_open=True, hi_open=True)
+    timeout = check_real(_DASK_TIMEOUT if timeout is None else timeout, "timeout", 0.0,
+                         math.inf, lo_open=True, hi_open=True)
     try:
         import distributed
     except ImportError:

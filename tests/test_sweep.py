@@ -284,8 +284,9 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_unreachable_scheduler(tmp_path, capsys):
+def test_cli_unreachable_scheduler(tmp_path, capsys, monkeypatch):
     pytest.importorskip("distributed")
+    monkeypatch.setattr(sys.modules["fnn.sweep"], "_DASK_TIMEOUT", 1.0)  # the default is 5 s
     code = main(["sweep", "--grid", "lr=0.1", "--seeds", "0", "--limit", "64", "--dask",
                  "tcp://127.0.0.1:9", "--out", str(tmp_path)])
     err = capsys.readouterr().err
