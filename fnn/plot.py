@@ -99,7 +99,7 @@ def plot_spread(labels: Sequence[str], series: Mapping[str, Sequence[Sequence[fl
     ax.set(ylabel=ylabel)
     ax.grid(alpha=0.3, axis="y")
     if series:
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
     if title:
         ax.set_title(title)
     return atomic_write(path, lambda f: fig.savefig(f, format="png"))
