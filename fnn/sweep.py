@@ -10,7 +10,8 @@ alone; the sweep adds no randomness and shares nothing between runs but the read
 data. Each run gets its own folder under `out` (config.json, checkpoint.npz,
 history.json as `fnn train` writes them, plus result.json with its metrics), and the
 sweep writes runs.csv (one row per run), summary.csv and summary.md (one row per config:
-mean, sample std, min and max over the seeds) and sweep.png.
+mean, sample std, min and max over the seeds), sweep.png (with matplotlib) and sweep.json
+(what was asked).
 
 Resuming: a run whose folder holds a result.json and a finished checkpoint of the same
 config and data is skipped; a run with an unfinished checkpoint of the same config and
@@ -23,7 +24,12 @@ Workers: by default a `ProcessPoolExecutor` of `jobs` spawned processes, each wi
 BLAS/OpenMP/Numba thread (two processes with a full BLAS pool each would fight for the
 same cores). Any `concurrent.futures.Executor` works too, e.g. a Dask cluster's
 (`dask_executor`). The Numba cache is warmed once in the calling process before the fan
-out, so workers load compiled kernels instead of compiling them each.
+out, so workers load compiled kernels instead of compiling them each. The workers are
+spawned (fresh interpreters), so a script calling `sweep` with the default pool needs the
+usual `if __name__ == "__main__":` guard.
+
+The run-folder files are written with `fnn.cli`'s helpers, imported inside functions:
+`fnn.cli` imports the package's top (for __version__), which imports this module.
 
 Validation metrics: until `fit` has a validation split of its own, the sweep holds out
 the last `val_fraction` of the training examples (`_holdout`), trains on the rest with
