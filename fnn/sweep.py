@@ -437,7 +437,8 @@ def _finished(run_dir: Path, config: TrainConfig, data_key: str) -> dict | None:
     except (OSError, ValueError):
         return None
     if (not isinstance(result, dict) or result.get("status") == "failed"
-            or result.get("config") != _config_json(config) or result.get("data") != data_key):
+            or result.get("config") != json.loads(json.dumps(_config_json(config)))
+            or result.get("data") != data_key):  # (through JSON: tuples read back as lists)
         return None
     try:
         state, _ = read_checkpoint(run_dir / CHECKPOINT)

@@ -128,6 +128,12 @@ def test_rerun_skips_finished_runs_and_redoes_changed_ones(data, tmp_path):
         assert [r.status for r in again.runs] == ["skipped", "skipped"]
         assert again.runs == tuple(r._replace(status="skipped") for r in first.runs)
         assert ckpt.stat().st_mtime_ns == mtime
+        # Tuple-valued fields (per-layer dropout) are skipped too once finished.
+        drop = {"dropout": [(0.0, 0.5)]}
+        base = BASE._replace(sizes=(784, 16, 10))
+        sweep(base, drop, [0], out=tmp_path / "drop", data=data, executor=pool, warm=False)
+        rerun = sweep(base, drop, [0], out=tmp_path / "drop", data=data, executor=pool)
+        assert [r.status for r in rerun.runs] == ["skipped"]
         # Another base config (3 epochs) in the same folders: trained anew, not skipped.
         longer = sweep(BASE._replace(epochs=3), GRID, [0], out=tmp_path, data=data,
                        executor=pool, warm=False)
