@@ -297,3 +297,44 @@ def test_cli_unreachable_scheduler(tmp_path, capsys, monkeypatch):
                  "tcp://127.0.0.1:9", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "fnn: error: dask: expected a reachable Dask scheduler" in err
+
+
+def _worker_threads():
+    from threadpoolctl import threadpool_info
+
+    return ([p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"],
+            {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                           "NUMBA_NUM_THREADS")})
+
+
+def test_pool_workers_run_one_blas_thread_each():
+    pytest.importorskip("threadpoolctl")
+    module = sys.modules["fnn.sweep"]
+    before = dict(os.environ)
+    pool = module._process_pool(1, None)
+    try:
+        with module._one_thread_env():
+            future = pool.submit(_worker_threads)
+        blas, env = future.result(timeout=60)
+    finally:
+        pool.shutdown()
+    assert blas and set(blas) == {1}
+    assert env == dict.fromkeys(env, "1")
+    assert dict(os.environ) == before  # the parent's environment is restored
+
+
+def test_numba_cache_is_warmed_once_before_any_run(data, tmp_path, monkeypatch):
+    module = sys.modules["fnn.sweep"]
+    events = []
+    real_warm = module._warm
+
+    def warm(configs, arrays, checkpoints):
+        events.append(("warm", sorted(c.sizes for c in configs), arrays[0].shape[0]))
+        real_warm(configs, arrays, checkpoints)
+
+    monkeypatch.setattr(module, "_warm", warm)
+    with ThreadPoolExecutor(1) as pool:
+        sweep(BASE, GRID, [0, 1], out=tmp_path, data=data, executor=pool,
+              on_run=lambda run: events.append(("run", run.name)))
+    assert events[0] == ("warm", [(784, 8, 8, 10)] * 2 + [(784, 16, 10)] * 2, 128)
+    assert [e[0] for e in events[1:]] == ["run"] * 4
