@@ -52,9 +52,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -68,6 +68,9 @@ from .train import (
     fit,
 )
 from .validate import check_int, check_real
+
+if TYPE_CHECKING:  # the pool's module imports multiprocessing: only when a sweep runs
+    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = [
     "DEFAULT_VAL_FRACTION",
@@ -466,6 +469,7 @@ def _one_thread_env() -> Iterator[None]:
 
 def _process_pool(jobs: int, arrays: tuple[np.ndarray, ...] | None) -> ProcessPoolExecutor:
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     # spawn: a fresh interpreter per worker, so the one-thread environment holds when BLAS
     # loads, and no thread or lock state of the parent is inherited (fork's hazards).

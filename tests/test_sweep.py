@@ -179,9 +179,9 @@ def test_ctrl_c_stops_the_workers_and_keeps_finished_runs(data, tmp_path):
 
 
 def test_killed_sweep_resumes_to_the_same_results(data, tmp_path):
-    # 30 epochs, a checkpoint every 5 steps, one worker: long enough to kill mid-way.
+    # 20 epochs, a checkpoint at each epoch end, one worker: long enough to kill mid-way.
     argv = ["sweep", "--grid", "hidden=16,8x8", "--seeds", "0-1", "--jobs", "1", "--limit",
-            str(N_TRAIN), "--set", "epochs=30", "--checkpoint-every", "5", "--quiet",
+            str(N_TRAIN), "--set", "epochs=20", "--checkpoint-every", "0", "--quiet",
             "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "fnn", *argv], env=env,
@@ -208,7 +208,7 @@ def test_killed_sweep_resumes_to_the_same_results(data, tmp_path):
     for name in names:
         hidden = (16,) if "=16," in name else (8, 8)
         seed = int(name[-1])
-        config = fnn.TrainConfig(sizes=(784, *hidden, 10), epochs=30, seed=seed)
+        config = fnn.TrainConfig(sizes=(784, *hidden, 10), epochs=20, seed=seed)
         expected = fnn.fit(None, (d.x_train[:cut], d.y_train[:cut], d.x_train[cut:],
                                   d.y_train[cut:]), config)
         assert_same_run(tmp_path / name, expected, data)
