@@ -9,7 +9,7 @@ Modules, one concern each: `params` (Layer, init), `activations`, `losses` and
 `backends`, `kernels` and `numba_ops` (the two compute paths), `epoch` (a whole epoch
 in compiled code), `validate` (input checks), `reference` (the notebook), `gradcheck`
 and `per_example` (gradient checks), `optim`, `data`, `train`, `checkpoint`, `plot`,
-`cli`.
+`sweep` (many seeded runs at once), `cli`.
 """
 
 from . import activations, losses, optim, reference
@@ -25,6 +25,7 @@ from .mlp import accuracy, backprop, forward, loss, predict, sgd_step
 from .model import Model
 from .params import Layer, Params, init_params
 from .per_example import per_example_grads
+from .sweep import SweepResult, sweep
 from .train import (
     History,
     TrainConfig,
@@ -51,6 +52,7 @@ __all__ = [
     "Loss",
     "Model",
     "Params",
+    "SweepResult",
     "TrainConfig",
     "TrainState",
     "TrainingDiverged",
@@ -79,4 +81,5 @@ __all__ = [
     "set_backend",
     "sgd_epoch",
     "sgd_step",
+    "sweep",
 ]

@@ -1,9 +1,10 @@
-"""The command line: `fnn train` and `fnn check` (also `python -m fnn ...`).
+"""The command line: `fnn train`, `fnn check` and `fnn sweep` (also `python -m fnn ...`).
 
     fnn                          train the notebook's 784-64-10 net on the shipped MNIST
     fnn train --hidden 256,128 --optimizer nesterov --schedule cosine --out runs/wide
     fnn train --resume runs/wide --epochs 20
     fnn check --sizes 256,128,64,32,16,8,4 --batch 1 --mode full
+    fnn sweep --grid hidden=64,256x128 --grid lr=0.05,0.1 --seeds 0-4 --jobs 2 --out runs/s
 
 Errors in the options or the data print one line, `fnn: error: ...`, and exit with 2;
 a diverged run exits with 1 and Ctrl-C with 130, after saving a resumable checkpoint.
@@ -166,6 +167,7 @@ def _parser() -> _Parser:
     check.add_argument("--mode", choices=("full", "directional", "complex-step"),
                        default="full", help="default: full")
     check.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N", help="default: 0")
+    _add_sweep_parser(commands)
     return parser
 
 
@@ -379,6 +381,139 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+# ---------------------------------------------------------------- sweep
+def _add_sweep_parser(commands: Any) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="train a grid of configs over several seeds at once (this machine's cores, "
+        "or a Dask cluster)",
+        description="Train every combination of the --grid values with every seed, each "
+        "run in its own folder under --out; write runs.csv, summary.csv, summary.md and "
+        "sweep.png. Finished runs are skipped when the command is run again, so an "
+        "interrupted sweep continues where it stopped. Keys: hidden (widths such as 64 or "
+        "256x128, none for no hidden layer) or any TrainConfig field (lr, batch_size, "
+        "optimizer, ...).",
+    )
+    add = sweep.add_argument
+    add("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+        help="values to sweep, e.g. hidden=64,256x128 or lr=0.05,0.1 (repeat for more keys)")
+    add("--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a fixed field of every run, e.g. epochs=20 (repeatable)")
+    add("--seeds", default="0-4", metavar="SEEDS", help="e.g. 0-4 or 0,1,2 (default: 0-4)")
+    add("--jobs", type=_int_at_least(1), default=None, metavar="N",
+        help="runs at a time (processes, or Dask workers with --dask local; "
+        "default: the number of cores)")
+    add("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    add("--dask", default=None, metavar="ADDRESS",
+        help="run on the Dask scheduler at ADDRESS (tcp://host:8786), or 'local' for a "
+        "LocalCluster of --jobs processes (pip install 'fnn[dask]')")
+    add("--dataset", default=None, help="as for fnn train (default: the shipped MNIST)")
+    add("--limit", type=_int_at_least(1), default=None, metavar="N",
+        help="train on the first N training examples only (quick runs)")
+    add("--val-fraction", type=_real(0.0, 1.0), default=None, metavar="X",
+        help="share of the training examples held out for validation (default: 1/12)")
+    add("--checkpoint-every", type=_int_at_least(0), default=None, metavar="N",
+        help="also checkpoint each run every N steps (0: each epoch end) so that an "
+        "interrupted run resumes mid-way (default: a checkpoint when a run ends)")
+    add("--quiet", action="store_true", help="no line per finished run")
+
+
+def _sweep_value(field: str, text: str) -> Any:
+    """A --grid/--set value as the TrainConfig field wants it; hidden widths as 256x128."""
+    if field == "hidden":
+        return _widths(text.replace("x", ","))
+    default = TrainConfig._field_defaults[field]
+    if field == "sizes":
+        return (*_widths(text.replace("x", ",")),)
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(default, int):
+        return _int_at_least(-(2**63))(text)
+    if isinstance(default, float):
+        return _real(-math.inf)(text)
+    return text
+
+
+def _sweep_pairs(options: Sequence[str], flag: str, many: bool) -> dict[str, Any]:
+    fields = ("hidden", *TrainConfig._fields)
+    out: dict[str, Any] = {}
+    for option in options:
+        key, sep, values = option.partition("=")
+        field = key.strip().replace("-", "_")
+        if not sep or not values:
+            raise _UsageError(f"{flag}: expected KEY=VALUE{',...' if many else ''}, "
+                              f"got {option!r}")
+        if field not in fields or field == "seed":
+            hint = " (use --seeds)" if field == "seed" else f"; expected one of {fields}"
+            raise _UsageError(f"{flag}: unknown key {key!r}{hint}")
+        if field in out:
+            raise _UsageError(f"{flag}: key {key!r} given twice")
+        try:
+            parsed = [_sweep_value(field, v) for v in (values.split(",") if many else [values])]
+        except argparse.ArgumentTypeError as exc:
+            raise _UsageError(f"{flag} {key}: {exc}") from None
+        out[field] = parsed if many else parsed[0]
+    return out
+
+
+def _sweep(args: argparse.Namespace, stderr: TextIO) -> int:
+    from .sweep import DEFAULT_VAL_FRACTION, RunResult, dask_executor, parse_seeds, sweep
+
+    grid = _sweep_pairs(args.grid, "--grid", True)
+    fixed = _sweep_pairs(args.set, "--set", False)
+    if not grid:
+        raise _UsageError("--grid: expected at least one KEY=V1,V2,... (e.g. lr=0.05,0.1)")
+    clash = sorted(set(grid) & set(fixed))
+    if clash:
+        raise _UsageError(f"--set {clash[0]}: also given in --grid")
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        raise _UsageError(f"--{exc}") from None
+    if not seeds:
+        raise _UsageError(f"--seeds: expected at least one seed, got {args.seeds!r}")
+    dtype = fixed.get("dtype", TrainConfig().dtype)
+    data = _load_data(args.dataset, dtype, args.limit, True)
+    hidden = fixed.pop("hidden", TrainConfig().sizes[1:-1])
+    n_classes = int(max(data.y_train.max(), data.y_test.max())) + 1
+    base = TrainConfig(sizes=(data.x_train.shape[1], *hidden, n_classes))._replace(**fixed)
+    del data  # the sweep loads it where it needs it (from the array cache)
+    total = len(seeds) * math.prod(len(v) for v in grid.values())
+    done = [0]
+
+    def report(run: RunResult) -> None:
+        done[0] += 1
+        if args.quiet:
+            return
+        if run.status == "failed":
+            what = f"failed: {run.error}"
+        else:
+            what = (f"{run.status}, val {100 * run.val_accuracy:.2f} %, test "
+                    f"{100 * run.test_accuracy:.2f} % ({run.seconds:.1f} s)")
+        print(f"[{done[0]}/{total}] {run.name}: {what}", file=stderr, flush=True)
+
+    options = {"out": args.out, "data": args.dataset, "limit": args.limit, "on_run": report,
+               "jobs": args.jobs, "checkpoint_every": args.checkpoint_every,
+               "val_fraction": (DEFAULT_VAL_FRACTION if args.val_fraction is None
+                                else args.val_fraction)}
+    try:
+        if args.dask is None:
+            result = sweep(base, grid, seeds, **options)
+        else:
+            with dask_executor(args.dask, n_workers=args.jobs or 2) as executor:
+                result = sweep(base, grid, seeds, executor=executor, **options)
+    except KeyboardInterrupt:
+        print(f"fnn: sweep interrupted; finished runs are kept in {args.out}. Continue "
+              "with the same command.", file=stderr)
+        return EXIT_INTERRUPTED
+    print((result.out / "summary.md").read_text(), end="")
+    failed = sum(r.status == "failed" for r in result.runs)
+    print(f"{_count(len(result.runs), 'run')}, {failed} failed; outputs in {result.out}")
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------- entry point
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
@@ -396,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "check":
             return _check(args)
+        if args.command == "sweep":
+            return _sweep(args, stderr)
         return _train(args, stderr)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0

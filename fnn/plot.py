@@ -1,4 +1,5 @@
-"""A PNG of a run: training loss per step, and validation loss and accuracy.
+"""PNGs: a run (training loss per step, validation loss and accuracy), and a sweep's
+values per config with their spread over seeds.
 
 Matplotlib is imported on first use (it is in the `data` extra), through its
 object-oriented API and the Agg canvas, so plotting never changes pyplot's global
@@ -8,6 +9,7 @@ backend or opens a window.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import numpy as np
 from .checkpoint import atomic_write
 from .train import History
 
-__all__ = ["plot_history"]
+__all__ = ["plot_history", "plot_spread"]
 
 
 def _moving_average(a: np.ndarray, window: int) -> np.ndarray:
@@ -63,4 +65,41 @@ def plot_history(history: History, path: str | os.PathLike, *, title: str | None
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
+def plot_spread(labels: Sequence[str], series: Mapping[str, Sequence[Sequence[float]]],
+                path: str | os.PathLike, *, ylabel: str = "", title: str | None = None) -> Path:
+    """Draw one value per repeat (e.g. per seed) for each label, and their mean ± sample
+    std, into the PNG file `path` (written atomically); returns the path.
+
+    labels: (k,) names along x. series: {name: k lists of values}, drawn side by side
+    per label (e.g. "validation" and "test" accuracy); an empty list draws nothing.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 1.2 * len(labels) + 2), 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(series))
+    for j, (name, groups) in enumerate(series.items()):
+        label: str | None = name  # on the first mean drawn only: one legend entry a series
+        for i, values in enumerate(groups):
+            v = np.asarray(values, dtype=np.float64)
+            if v.size == 0:
+                continue
+            x = i - 0.4 + width * (j + 0.5)
+            ax.plot(np.full(v.size, x), v, ".", color=f"C{j}", alpha=0.6)
+            std = v.std(ddof=1) if v.size > 1 else 0.0
+            ax.errorbar([x + width / 4], [v.mean()], yerr=[std], fmt="o", color=f"C{j}",
+                        capsize=4, label=label)
+            label = None
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax.set(ylabel=ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    if series:
+        ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
     return atomic_write(path, lambda f: fig.savefig(f, format="png"))

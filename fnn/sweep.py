@@ -1,0 +1,808 @@
+"""Sweeps: a grid of configs times a list of seeds, each an ordinary `fit`, run at once.
+
+    result = fnn.sweep(fnn.TrainConfig(), {"hidden": [(64,), (256, 128)], "lr": [0.05, 0.1]},
+                       range(5), out="runs/sweep", jobs=2)
+    result.summary[0].test_accuracy.mean
+
+Why it is safe to fan out: a run is a pure function of its config, seed and data (see
+`fnn.train`), so a run gives the same bits in a worker process, on a Dask worker or
+alone; the sweep adds no randomness and shares nothing between runs but the read-only
+data. Each run gets its own folder under `out` (config.json, checkpoint.npz,
+history.json as `fnn train` writes them, plus result.json with its metrics), and the
+sweep writes runs.csv (one row per run), summary.csv and summary.md (one row per config:
+mean, sample std, min and max over the seeds), sweep.png (with matplotlib) and sweep.json
+(what was asked).
+
+Resuming: a run whose folder holds a result.json and a finished checkpoint of the same
+config and data is skipped; a run with an unfinished checkpoint of the same config and
+data (saved every `checkpoint_every` steps, when asked) continues from it, bit-identical
+to a run that never stopped; anything else in the folder is overwritten. So rerunning an
+interrupted (even SIGKILLed) sweep finishes it with the results it would have had.
+Failed runs are recorded (status "failed" with the error) and retried by a rerun.
+
+Workers: by default a `ProcessPoolExecutor` of `jobs` spawned processes, each with one
+BLAS/OpenMP/Numba thread (two processes with a full BLAS pool each would fight for the
+same cores). Any `concurrent.futures.Executor` works too, e.g. a Dask cluster's
+(`dask_executor`). The Numba cache is warmed once in the calling process before the fan
+out, so workers load compiled kernels instead of compiling them each. The workers are
+spawned (fresh interpreters), so a script calling `sweep` with the default pool needs the
+usual `if __name__ == "__main__":` guard.
+
+The run-folder files are written with `fnn.cli`'s helpers, imported inside functions:
+`fnn.cli` imports the package's top (for __version__), which imports this module.
+
+Validation metrics: until `fit` has a validation split of its own, the sweep holds out
+the last `val_fraction` of the training examples (`_holdout`), trains on the rest with
+the hold-out as fit's validation set, and `_run_metrics` reads the validation and test
+metrics of the final params. Those two functions are the only places that know.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import importlib.util
+import io
+import itertools
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from .checkpoint import CheckpointError, atomic_write, read_checkpoint
+from .train import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainState,
+    check_config,
+    evaluate,
+    fit,
+)
+from .validate import check_int, check_real
+
+if TYPE_CHECKING:  # the pool's module imports multiprocessing: only when a sweep runs
+    from concurrent.futures import ProcessPoolExecutor
+
+__all__ = [
+    "DEFAULT_VAL_FRACTION",
+    "METRICS",
+    "ConfigSummary",
+    "RunResult",
+    "Spread",
+    "SweepResult",
+    "dask_executor",
+    "parse_seeds",
+    "sweep",
+]
+
+#: The share of the training examples held out for validation (5,000 of MNIST's 60,000).
+DEFAULT_VAL_FRACTION = 1 / 12
+#: What each run measures, in runs.csv's and the summaries' order.
+METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "seconds")
+RESULT = "result.json"
+RUNS_CSV = "runs.csv"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+PLOT = "sweep.png"
+SWEEP_JSON = "sweep.json"
+# Set in the parent around the spawning of pool workers: BLAS and OpenMP read them when
+# they load, before any code of ours runs in the child.
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMBA_NUM_THREADS")
+_DASK_TIMEOUT = 5.0
+
+
+class RunResult(NamedTuple):
+    """One run of a sweep: one grid point and one seed.
+
+    name: its folder under the sweep's `out`. point: the grid values of this run, by grid
+    key. config: the full TrainConfig (seed included). status: "done" (trained now),
+    "resumed" (continued from a checkpoint), "skipped" (finished before), "failed".
+    val_*, test_*: metrics of the final params (nan when failed, or val_fraction 0).
+    seconds: training wall time (not reproducible). steps: updates done. error: why it
+    failed ("" otherwise).
+    """
+
+    name: str
+    point: dict
+    config: TrainConfig
+    status: str
+    val_accuracy: float
+    val_loss: float
+    test_accuracy: float
+    test_loss: float
+    seconds: float
+    steps: int
+    error: str
+
+
+class Spread(NamedTuple):
+    """A metric over a config's successful runs: mean, sample std (ddof 1; nan for one
+    run), min, max (all nan when no run succeeded)."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+
+
+class ConfigSummary(NamedTuple):
+    """One grid point over its seeds: `runs` succeeded, `failed` did not; one Spread per
+    name in METRICS."""
+
+    label: str
+    point: dict
+    runs: int
+    failed: int
+    val_accuracy: Spread
+    val_loss: Spread
+    test_accuracy: Spread
+    test_loss: Spread
+    seconds: Spread
+
+
+class SweepResult(NamedTuple):
+    """What `sweep` returns: `runs` in grid order (configs outer, seeds inner), `summary`
+    one row per grid point, `out` the folder holding the files."""
+
+    runs: tuple[RunResult, ...]
+    summary: tuple[ConfigSummary, ...]
+    out: Path
+
+
+class _Task(NamedTuple):
+    """What a worker needs for one run (picklable; arrays only when not in the worker)."""
+
+    name: str
+    run_dir: str
+    config: TrainConfig
+    dataset: str | None
+    limit: int | None
+    val_fraction: float
+    data_key: str
+    checkpoint_every: int | None
+    arrays: tuple[np.ndarray, ...] | None
+
+
+# ---------------------------------------------------------------- grid and seeds
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0-4' -> (0, 1, 2, 3, 4); '0,3,7' -> (0, 3, 7); '5' -> (5,); ranges and lists mix."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise ValueError(f"seeds: expected seeds such as 0-4 or 0,1,2, got {text!r}") from None
+        seeds.extend(range(first, last + 1))
+    return tuple(seeds)
+
+
+def _check_seeds(seeds: Any) -> tuple[int, ...]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, range)):
+        raise TypeError(f"seeds: expected a sequence of ints such as range(5), got "
+                        f"{type(seeds).__name__} {seeds!r}")
+    out = tuple(check_int(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds))
+    if not out:
+        raise ValueError("seeds: expected at least one seed, got an empty sequence")
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds: expected distinct seeds, got {list(out)}")
+    return out
+
+
+def _hidden(value: Any, key: str) -> tuple[int, ...]:
+    widths = (value,) if isinstance(value, (int, np.integer)) else value
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(f"grid[{key!r}]: expected hidden widths such as 64 or (256, 128), "
+                        f"got {value!r}")
+    return tuple(widths)
+
+
+def _check_grid(base: TrainConfig, grid: Any) -> tuple[list[str], list[dict], list[TrainConfig]]:
+    """(keys, points, configs): each point a {key: value}, its config checked (seed 0)."""
+    if not isinstance(grid, Mapping):
+        raise TypeError(f"grid: expected a mapping of TrainConfig fields to lists of values, "
+                        f"got {type(grid).__name__}")
+    if not grid:
+        raise ValueError("grid: expected at least one key with values, got an empty grid "
+                         "(to repeat the base config over seeds, give one of its fields with "
+                         "one value)")
+    keys = list(grid)
+    fields = (*TrainConfig._fields, "hidden")
+    for key in keys:
+        if key == "seed":
+            raise ValueError("grid['seed']: the seeds go in the `seeds` argument, not the grid")
+        if key not in fields:
+            raise ValueError(f"grid: unknown key {key!r}; expected TrainConfig fields or "
+                             f"'hidden', one of {fields}")
+        values = grid[key]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise TypeError(f"grid[{key!r}]: expected a list of values, got "
+                            f"{type(values).__name__} {values!r}")
+        if not values:
+            raise ValueError(f"grid[{key!r}]: expected at least one value, got none")
+    if "hidden" in keys and "sizes" in keys:
+        raise ValueError("grid: expected 'hidden' or 'sizes', got both")
+    points, configs = [], []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        point = dict(zip(keys, combo))
+        fields_of = {k: v for k, v in point.items() if k != "hidden"}
+        if "hidden" in point:
+            fields_of["sizes"] = (base.sizes[0], *_hidden(point["hidden"], "hidden"),
+                                  base.sizes[-1])
+        try:
+            config = check_config(base._replace(**fields_of))
+        except (TypeError, ValueError) as exc:
+            shown = ", ".join(f"{k}={_show(v)}" for k, v in point.items())
+            raise type(exc)(f"grid[{shown}]: {exc}") from None
+        points.append(point)
+        configs.append(config)
+    return keys, points, configs
+
+
+def _show(value: Any) -> str:
+    """A grid value as text for labels, folder names and CSV cells: widths as 256x128."""
+    if isinstance(value, (tuple, list)):
+        return "x".join(map(_show, value)) if value else "none"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _label(point: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={_show(v)}" for k, v in point.items())
+
+
+def _run_name(point: Mapping[str, Any], seed: int) -> str:
+    # Only what varies names a folder; its config.json holds the rest.
+    name = ",".join(f"{k}={_show(v)}" for k, v in point.items()) + f",seed={seed}"
+    return name.replace(os.sep, "_").replace(" ", "_")
+
+
+# ---------------------------------------------------------------- data
+def _dataset(data: Any, limit: int | None) -> tuple[str | None, tuple[np.ndarray, ...] | None]:
+    """(source, arrays): a dataset source to load in each worker, or the caller's arrays."""
+    if data is None or isinstance(data, (str, os.PathLike)):
+        return (None if data is None else os.fspath(data)), None
+    if not isinstance(data, Sequence) or len(data) != 4:
+        raise TypeError("data: expected an fnn.Dataset or (x_train, y_train, x_test, y_test), "
+                        "a dataset folder or hub id, or None for the shipped MNIST, got "
+                        f"{type(data).__name__}")
+    arrays = tuple(data)
+    for name, a in zip(("x_train", "y_train", "x_test", "y_test"), arrays):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"data.{name}: expected an ndarray, got {type(a).__name__}")
+    if limit is not None:
+        arrays = (arrays[0][:limit], arrays[1][:limit], *arrays[2:])
+    return None, arrays
+
+
+def _load(dataset: str | None, limit: int | None, dtype: str) -> tuple[np.ndarray, ...]:
+    from .cli import _load_data  # lazily: cli imports the package (see _write_run)
+
+    return tuple(_load_data(dataset, dtype, limit, True))
+
+
+def _as_dtype(arrays: tuple[np.ndarray, ...], dtype: str) -> tuple[np.ndarray, ...]:
+    x, y, x_test, y_test = arrays
+    return (x.astype(dtype, copy=False), y, x_test.astype(dtype, copy=False), y_test)
+
+
+def _data_key(arrays: tuple[np.ndarray, ...], val_fraction: float) -> str:
+    """Identifies the data a run trained and was measured on (to refuse reusing a run
+    folder made from other data): a hash of every array and the hold-out."""
+    digest = hashlib.sha256(f"val_fraction={val_fraction!r}".encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(a.data)
+    return digest.hexdigest()[:32]
+
+
+def _holdout(arrays: tuple[np.ndarray, ...],
+             val_fraction: float) -> tuple[tuple[np.ndarray | None, ...], tuple[np.ndarray, ...]]:
+    """((x_train, y_train, x_val, y_val), (x_test, y_test)): the last val_fraction of the
+    training examples (rounded, at least one) held out for validation; none when 0.
+
+    The tail, not a seeded draw: every config and seed of a sweep is compared on the same
+    validation examples. To switch to fit's own split, change this and `_run_metrics`.
+    """
+    x, y, x_test, y_test = arrays
+    n_val = 0 if val_fraction == 0 else max(1, round(val_fraction * x.shape[0]))
+    if n_val == 0:
+        return (x, y, None, None), (x_test, y_test)
+    if n_val >= x.shape[0]:
+        raise ValueError(f"val_fraction: {val_fraction} of {x.shape[0]} training examples "
+                         "leaves none to train on")
+    cut = x.shape[0] - n_val
+    return (x[:cut], y[:cut], x[cut:], y[cut:]), (x_test, y_test)
+
+
+def _run_metrics(state: TrainState, fit_data: tuple[np.ndarray | None, ...],
+                 test: tuple[np.ndarray, ...]) -> dict[str, float]:
+    """The validation and test metrics of a finished run's final params."""
+    c = state.config
+    metrics = {}
+    for prefix, (x, y) in (("val", fit_data[2:]), ("test", test)):
+        loss, acc = ((math.nan, math.nan) if x is None else
+                     evaluate(state.params, x, y, activation=c.activation, loss=c.loss,
+                              backend=c.backend))
+        metrics[f"{prefix}_loss"], metrics[f"{prefix}_accuracy"] = loss, acc
+    return metrics
+
+
+# ---------------------------------------------------------------- one run (in a worker)
+_WORKER_ARRAYS: tuple[np.ndarray, ...] | None = None  # set by _init_worker
+_LOADED: dict[tuple, tuple[np.ndarray, ...]] = {}  # datasets this worker loaded
+
+
+def _init_worker(arrays: tuple[np.ndarray, ...] | None, parent: int) -> None:
+    """A pool worker's start: one BLAS thread, Ctrl-C left to the parent (which stops the
+    pool), the caller's arrays kept, and an exit if the parent dies (a SIGKILLed sweep
+    must not leave workers writing into run folders that a rerun is using)."""
+    global _WORKER_ARRAYS
+    _WORKER_ARRAYS = arrays
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _limit_threads()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _limit_threads() -> None:
+    """One BLAS thread for this worker even if its BLAS loaded before the environment
+    was set: threadpoolctl when installed. (Not for a foreign executor's runs, which may
+    be threads of the caller's process; Dask's nanny starts workers with one thread.)"""
+    if importlib.util.find_spec("threadpoolctl") is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+
+
+def _task_data(task: _Task) -> tuple[np.ndarray, ...]:
+    arrays = task.arrays if task.arrays is not None else _WORKER_ARRAYS
+    if arrays is None:
+        key = (task.dataset, task.limit, task.config.dtype)
+        if key not in _LOADED:
+            _LOADED[key] = _load(task.dataset, task.limit, task.config.dtype)
+        arrays = _LOADED[key]
+    return _as_dtype(arrays, task.config.dtype)
+
+
+def _resumable(ckpt: Path, task: _Task) -> TrainState | None:
+    """The run's checkpoint if it is this config's on this data, else None (start anew)."""
+    if not ckpt.exists():
+        return None
+    try:
+        state, extra = read_checkpoint(ckpt)
+    except CheckpointError:
+        return None
+    same = state.config == task.config and extra.get("data") == task.data_key
+    return state if same else None
+
+
+def _run_one(task: _Task) -> dict[str, Any]:
+    """Train one run in its folder; returns its result (as result.json holds it). Never
+    raises for a failing run: the error goes into the result."""
+    from .checkpoint import checkpoint_callback, save_checkpoint
+    from .cli import CHECKPOINT, CONFIG, HISTORY, _config_json, _json_history, _write_json
+
+    out = Path(task.run_dir)
+    result: dict[str, Any] = {"config": _config_json(task.config), "data": task.data_key,
+                              **dict.fromkeys(METRICS, math.nan), "steps": 0, "error": ""}
+    try:
+        fit_data, test = _holdout(_task_data(task), task.val_fraction)
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt = out / CHECKPOINT
+        resume = _resumable(ckpt, task)
+        extra = {"dataset": task.dataset, "limit": task.limit, "data": task.data_key,
+                 "val_fraction": task.val_fraction}
+        _write_json(out / CONFIG, {"train": _config_json(task.config), **extra})
+        callbacks = ([] if task.checkpoint_every is None else
+                     [checkpoint_callback(ckpt, every=task.checkpoint_every, extra=extra)])
+        try:
+            state = fit(None, fit_data, None if resume else task.config, resume=resume,
+                        callbacks=callbacks)
+        except TrainingDiverged as exc:
+            _write_json(out / HISTORY, _json_history(exc.state), one_line_values=True)
+            raise
+        save_checkpoint(ckpt, state, extra=extra)
+        _write_json(out / HISTORY, _json_history(state), one_line_values=True)
+        result.update(_run_metrics(state, fit_data, test), seconds=state.elapsed,
+                      steps=state.step, status="resumed" if resume else "done")
+    except Exception as exc:  # recorded in the run's row; the other runs go on
+        result.update(status="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    with contextlib.suppress(OSError):
+        if out.is_dir():
+            _write_json(out / RESULT, result)
+    return result
+
+
+def _finished(run_dir: Path, config: TrainConfig, data_key: str) -> dict | None:
+    """A run folder's earlier result if it finished this config on this data."""
+    from .cli import CHECKPOINT, _config_json
+
+    try:
+        result = json.loads((run_dir / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(result, dict) or result.get("status") == "failed"
+            or result.get("config") != json.loads(json.dumps(_config_json(config)))
+            or result.get("data") != data_key):  # (through JSON: tuples read back as lists)
+        return None
+    try:
+        state, _ = read_checkpoint(run_dir / CHECKPOINT)
+    except CheckpointError:
+        return None
+    return result if state.finished and state.config == config else None
+
+
+# ---------------------------------------------------------------- fan-out
+@contextlib.contextmanager
+def _one_thread_env() -> Iterator[None]:
+    """The parent's environment set to one thread while pool workers are spawned (they
+    inherit it), then restored."""
+    old = {k: os.environ.get(k) for k in _ONE_THREAD}
+    os.environ.update(dict.fromkeys(_ONE_THREAD, "1"))
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _process_pool(jobs: int, arrays: tuple[np.ndarray, ...] | None) -> ProcessPoolExecutor:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a fresh interpreter per worker, so the one-thread environment holds when BLAS
+    # loads, and no thread or lock state of the parent is inherited (fork's hazards).
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(arrays, os.getpid()))
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's workers now (Ctrl-C): finished runs are on disk, running ones have
+    their last checkpoint."""
+    processes = list(getattr(pool, "_processes", {}).values())  # no public API before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.join(5)
+
+
+def _prepare(task: _Task) -> None:
+    """A pool worker's first job: load the data and import the training code while the
+    parent warms the Numba cache, so the worker's start overlaps the warm-up."""
+    _task_data(task)
+    from . import kernels  # noqa: F401  (numba's import, not a compile)
+
+
+def _execute(tasks: list[_Task], executor: Executor | None, jobs: int,
+             arrays: tuple[np.ndarray, ...] | None,
+             on_done: Callable[[_Task, dict], None], before: Callable[[], None]) -> None:
+    """Run the tasks, calling before() first; on_done(task, result) as each finishes,
+    in completion order."""
+    own = executor is None
+    pool: Any = _process_pool(jobs, arrays) if own else executor
+    if not own and arrays is not None:
+        tasks = [t._replace(arrays=arrays) for t in tasks]  # no initializer on a foreign pool
+    futures: dict[Future, _Task] = {}
+    try:
+        with _one_thread_env():
+            if own:  # spawns the workers now; they start while before() runs
+                for _ in range(min(jobs, len(tasks))):
+                    pool.submit(_prepare, tasks[0])
+            before()
+            for task in tasks:
+                futures[pool.submit(_run_one, task)] = task
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    result = future.result()
+                except Exception as exc:  # the worker died (out of memory, killed)
+                    result = {**dict.fromkeys(METRICS, math.nan), "steps": 0,
+                              "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                on_done(futures[future], result)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        if own:
+            _terminate(pool)
+        raise
+    finally:
+        if own:
+            pool.shutdown(wait=True)
+
+
+def _warm(configs: Sequence[TrainConfig], arrays: tuple[np.ndarray, ...],
+          checkpoints: bool) -> None:
+    """Compile (or load) the Numba kernels the runs use, here, once: one short fit per
+    distinct kind of run on a few examples, so that workers find them in the cache."""
+    kinds = {c._replace(seed=0, epochs=1, lr=min(c.lr, 1e-3)) for c in configs
+             if c.backend == "numba"}
+    for config in kinds:
+        x, y, x_test, y_test = _as_dtype(arrays, config.dtype)
+        n = min(x.shape[0], 2 * config.batch_size)
+        for callbacks in ([], [lambda event: None])[: 1 + checkpoints]:
+            with contextlib.suppress(Exception):  # a failing config fails in its run
+                fit(None, (x[:n], y[:n], x_test[:8], y_test[:8]), config, callbacks=callbacks)
+
+
+# ---------------------------------------------------------------- outputs
+def _spread(values: Sequence[float]) -> Spread:
+    a = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if a.size == 0:
+        return Spread(math.nan, math.nan, math.nan, math.nan)
+    std = float(a.std(ddof=1)) if a.size > 1 else math.nan
+    return Spread(float(a.mean()), std, float(a.min()), float(a.max()))
+
+
+def _summarize(points: list[dict], runs: list[RunResult]) -> tuple[ConfigSummary, ...]:
+    out = []
+    for point in points:
+        mine = [r for r in runs if r.point == point]
+        ok = [r for r in mine if r.status != "failed"]
+        spreads = [_spread([getattr(r, m) for r in ok]) for m in METRICS]
+        out.append(ConfigSummary(_label(point), point, len(ok), len(mine) - len(ok), *spreads))
+    return tuple(out)
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _write_runs_csv(path: Path, keys: list[str], runs: list[RunResult]) -> None:
+    header = ["run", *keys, "seed", "status", *METRICS, "steps", "error"]
+    rows = [[r.name, *(_show(r.point[k]) for k in keys), r.config.seed, r.status,
+             *(getattr(r, m) for m in METRICS), r.steps, r.error] for r in runs]
+    text = _csv_text(header, rows)
+    atomic_write(path, lambda f: f.write(text))
+
+
+def _write_summaries(out: Path, keys: list[str], summary: tuple[ConfigSummary, ...],
+                     n_seeds: int) -> None:
+    header = [*keys, "runs", "failed",
+              *(f"{m}_{s}" for m in METRICS for s in Spread._fields)]
+    rows = [[*(_show(c.point[k]) for k in keys), c.runs, c.failed,
+             *(v for m in METRICS for v in getattr(c, m))] for c in summary]
+    text = _csv_text(header, rows)
+    atomic_write(out / SUMMARY_CSV, lambda f: f.write(text))
+
+    def pct(s: Spread) -> str:
+        if math.isnan(s.mean):
+            return "n/a"
+        std = "" if math.isnan(s.std) else f" ± {100 * s.std:.2f}"
+        return f"{100 * s.mean:.2f}{std} %"
+
+    def span(s: Spread) -> str:
+        return "n/a" if math.isnan(s.mean) else f"{100 * s.min:.2f}-{100 * s.max:.2f} %"
+
+    lines = [f"| {' | '.join(keys)} | runs | val accuracy | test accuracy | test min-max "
+             "| train time |",
+             "|" + "---|" * (len(keys) + 5)]
+    for c in summary:
+        runs = f"{c.runs}/{n_seeds}" + (f" ({c.failed} failed)" if c.failed else "")
+        secs = "n/a" if math.isnan(c.seconds.mean) else f"{c.seconds.mean:.1f} s"
+        lines.append(f"| {' | '.join(_show(c.point[k]) for k in keys)} | {runs} | "
+                     f"{pct(c.val_accuracy)} | {pct(c.test_accuracy)} | "
+                     f"{span(c.test_accuracy)} | {secs} |")
+    text_md = ("Mean ± sample std over seeds (min-max of test accuracy); "
+               "train time is the mean per run.\n\n" + "\n".join(lines) + "\n").encode()
+    atomic_write(out / SUMMARY_MD, lambda f: f.write(text_md))
+
+
+def _write_plot(out: Path, points: list[dict], runs: list[RunResult]) -> bool:
+    """sweep.png; False (and no file) when matplotlib is not installed."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return False
+    from .plot import plot_spread
+
+    series = {}
+    for metric, name in (("val_accuracy", "validation"), ("test_accuracy", "test")):
+        series[name] = [[100 * getattr(r, metric) for r in runs
+                         if r.point == p and r.status != "failed"] for p in points]
+    plot_spread([_label(p) for p in points], series, out / PLOT, ylabel="accuracy (%)",
+                title="accuracy per config over seeds (mean ± std, dots: seeds)")
+    return True
+
+
+# ---------------------------------------------------------------- entry point
+def sweep(
+    base_config: TrainConfig,
+    grid: Mapping[str, Sequence[Any]],
+    seeds: Sequence[int],
+    *,
+    executor: Executor | None = None,
+    out: str | os.PathLike = "runs/sweep",
+    data: Any = None,
+    limit: int | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    jobs: int | None = None,
+    checkpoint_every: int | None = None,
+    warm: bool = True,
+    on_run: Callable[[RunResult], None] | None = None,
+) -> SweepResult:
+    """Train every grid point of `grid` over `base_config` with every seed; returns the
+    runs and their summary, and writes them into `out` (see the module docstring).
+
+    base_config: the fields no grid key sets (its seed is ignored).
+    grid: {TrainConfig field or "hidden": [values]}, e.g. {"hidden": [(64,), (256, 128)],
+        "lr": [0.05, 0.1]}; the points are the product, in the given order. "hidden"
+        sets the hidden widths between base_config.sizes[0] and [-1]. Every point is
+        checked with `check_config` before any run starts (errors name the point).
+    seeds: the seeds, e.g. range(5): distinct ints >= 0.
+    executor: where runs go: None for a pool of `jobs` processes on this machine, or any
+        concurrent.futures.Executor (e.g. `dask_executor(...)`'s). It is not shut down.
+    out: the sweep's folder (created); each run gets a sub-folder named by its grid
+        values and seed.
+    data: None (the MNIST in the repository), a dataset folder or hub id (`load_mnist`;
+        each worker loads it, from the array cache), or arrays (an fnn.Dataset or
+        (x_train, y_train, x_test, y_test); sent once to each pool worker, and with each
+        run to a foreign executor).
+    limit: train on the first `limit` training examples only (before the hold-out).
+    val_fraction: the share of training examples held out for validation, in [0, 1).
+    jobs: pool size (default: os.cpu_count()); ignored with an executor.
+    checkpoint_every: None saves a run's checkpoint when it ends (epochs then run as one
+        compiled loop); 0 also at each epoch end, N also every N steps, so that an
+        interrupted run resumes mid-way (the same bits, a slower loop).
+    warm: compile the Numba kernels here before the fan-out.
+    on_run: called with each RunResult as it finishes (skipped runs first).
+
+    Ctrl-C stops the workers of the default pool (and cancels what has not started on a
+    foreign executor), writes runs.csv with the runs that finished, and re-raises.
+    """
+    base = check_config(base_config)
+    keys, points, configs = _check_grid(base, grid)
+    seeds = _check_seeds(seeds)
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor: expected a concurrent.futures.Executor or None, got "
+                        f"{type(executor).__name__}")
+    if limit is not None:
+        limit = check_int(limit, "limit", 1)
+    val_fraction = check_real(val_fraction, "val_fraction", 0.0, 1.0, hi_open=True)
+    jobs = check_int((os.cpu_count() or 1) if jobs is None else jobs, "jobs", 1)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 0)
+    if on_run is not None and not callable(on_run):
+        raise TypeError(f"on_run: expected a callable or None, got {type(on_run).__name__}")
+    dataset, arrays = _dataset(data, limit)
+    here = arrays if arrays is not None else _load(dataset, limit, base.dtype)
+    d_in = here[0].shape[1] if here[0].ndim == 2 else None
+    for point, config in zip(points, configs):
+        if config.sizes[0] != d_in:
+            raise ValueError(f"grid[{_label(point)}]: config.sizes[0]: expected the data's "
+                             f"{d_in} features, got {config.sizes[0]}")
+    _holdout(here, val_fraction)  # refuses a hold-out that leaves nothing to train on
+    data_key = _data_key(here, val_fraction)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sweep_json = json.dumps({
+        "base_config": {**base._asdict(), "sizes": list(base.sizes)},
+        "grid": {k: [_show(v) for v in grid[k]] for k in keys}, "seeds": list(seeds),
+        "dataset": dataset, "limit": limit, "val_fraction": val_fraction,
+        "data": data_key}, indent=1) + "\n"
+    atomic_write(out / SWEEP_JSON, lambda f: f.write(sweep_json.encode()))
+
+    slots: dict[str, RunResult | None] = {}
+    tasks: list[_Task] = []
+    order: list[tuple[str, dict, TrainConfig]] = []
+    for point, config in zip(points, configs):
+        for seed in seeds:
+            name, run_config = _run_name(point, seed), config._replace(seed=seed)
+            order.append((name, point, run_config))
+            slots[name] = None
+            earlier = _finished(out / name, run_config, data_key)
+            if earlier is not None:
+                slots[name] = _result(name, point, run_config, {**earlier, "status": "skipped"})
+            else:
+                tasks.append(_Task(name, str(out / name), run_config, dataset, limit,
+                                   val_fraction, data_key, checkpoint_every, None))
+    point_of = {name: point for name, point, _ in order}
+
+    def finished_runs() -> list[RunResult]:
+        return [r for r in slots.values() if r is not None]
+
+    def on_done(task: _Task, result: dict) -> None:
+        run = _result(task.name, point_of[task.name], task.config, result)
+        slots[task.name] = run
+        _write_runs_csv(out / RUNS_CSV, keys, finished_runs())
+        if on_run is not None:
+            on_run(run)
+
+    if on_run is not None:
+        for run in finished_runs():
+            on_run(run)
+    # A few rows for the warm-up: the parent keeps no copy of the data during the fan-out.
+    rows = 2 * max((t.config.batch_size for t in tasks), default=1)
+    sample = tuple(a[:rows].copy() for a in here)
+    del here
+
+    def before() -> None:
+        if warm:
+            _warm([t.config for t in tasks], sample, checkpoint_every is not None)
+
+    try:
+        if tasks:
+            _execute(tasks, executor, jobs, arrays, on_done, before)
+    finally:
+        _write_runs_csv(out / RUNS_CSV, keys, finished_runs())
+    runs = [r for r in (slots[name] for name, _, _ in order) if r is not None]
+    summary = _summarize(points, runs)
+    _write_summaries(out, keys, summary, len(seeds))
+    _write_plot(out, points, runs)
+    return SweepResult(tuple(runs), summary, out)
+
+
+def _result(name: str, point: dict, config: TrainConfig, result: Mapping[str, Any]) -> RunResult:
+    return RunResult(name, point, config, str(result["status"]),
+                     *(float(result.get(m, math.nan)) for m in METRICS[:4]),
+                     float(result.get("seconds", math.nan)), int(result.get("steps", 0)),
+                     str(result.get("error", "")))
+
+
+# ---------------------------------------------------------------- Dask
+@contextlib.contextmanager
+def dask_executor(address: str, *, n_workers: int = 2,
+                  timeout: float | None = None) -> Iterator[Executor]:
+    """A concurrent.futures Executor on a Dask cluster, for `sweep(executor=...)`.
+
+    address: a scheduler address ("tcp://host:8786"), or "local" for a LocalCluster of
+    `n_workers` processes with one thread each, started here and closed on exit. An
+    address that does not answer within `timeout` seconds (default 5) raises ValueError.
+    Workers must import the same fnn and see the dataset (the shipped MNIST, or a hub id).
+    Needs `distributed` (pip install 'fnn[dask]').
+    """
+    if not isinstance(address, str) or not address:
+        raise TypeError(f"address: expected a Dask scheduler address or 'local', got "
+                        f"{address!r}")
+    n_workers = check_int(n_workers, "n_workers", 1)
+    timeout = check_real(_DASK_TIMEOUT if timeout is None else timeout, "timeout", 0.0,
+                         math.inf, lo_open=True, hi_open=True)
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError("dask: the Dask executor needs distributed "
+                          "(pip install 'fnn[dask]')") from None
+    cluster = None
+    if address == "local":
+        # Nanny workers start with OMP/MKL/OPENBLAS_NUM_THREADS=1 (dask's pre-spawn-environ).
+        cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                           processes=True, dashboard_address=None)
+        client = distributed.Client(cluster)
+    else:
+        try:
+            client = distributed.Client(address, timeout=timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ValueError(f"dask: expected a reachable Dask scheduler, got {address!r} "
+                             f"(no answer within {timeout:g} s: {exc})") from None
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
