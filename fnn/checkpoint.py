@@ -322,8 +322,8 @@ def load_checkpoint(
 def checkpoint_callback(
     path: str | os.PathLike, *, every: int = 0, extra: Mapping[str, Any] | None = None
 ) -> Callback:
-    """A `fit` callback that saves the run to `path` at each epoch end, at the end, and
-    every `every` steps when every > 0."""
+    """A `fit` callback that saves the run to `path` at each epoch end, at the end (with
+    the test metrics), and every `every` steps when every > 0."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise ValueError(f"every: expected an int >= 0, got {every!r}")
     saved = [-1]  # the step last saved, so an epoch end that is also the end saves once
@@ -331,7 +331,8 @@ def checkpoint_callback(
     def callback(event: Event) -> None:
         due = event.kind in ("epoch", "end") or (
             event.kind == "step" and every and event.step % every == 0)
-        if due and event.step != saved[0]:
+        # The end is saved even at the step of an epoch end: it adds the test metrics.
+        if due and (event.step != saved[0] or event.kind == "end"):
             save_checkpoint(path, event.state(), extra=extra)
             saved[0] = event.step
 

@@ -488,16 +488,16 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
     if config.patience and config.val_fraction == 0:
         raise _UsageError("--patience: early stopping needs a validation part, got "
                           "--val-fraction 0 (it would pick the run on the test split)")
+    train_part: Any = slice(None)
+    if config.val_fraction > 0:  # (checked here too, before anything is written)
+        try:
+            train_part = validation_split(len(data.x_train), config.val_fraction,
+                                          config.seed)[0]
+        except ValueError as e:
+            raise ValueError(f"config.{e}") from None
     if resume is not None and "scaling" in extra:
         scaling = extra["scaling"]
     else:
-        train_part = slice(None)
-        if config.val_fraction > 0 and run["scale"] == "standardize":
-            try:
-                train_part = validation_split(len(data.x_train), config.val_fraction,
-                                              config.seed)[0]
-            except ValueError as e:
-                raise ValueError(f"config.{e}") from None
         scaling = fit_scaling(run["scale"], data.x_train[train_part])
     warning = range_warning(data.x_train, run["scale"])
     if warning:
