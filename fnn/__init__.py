@@ -8,8 +8,9 @@ Modules, one concern each: `params` (Layer, init), `activations`, `losses` and
 `dropout` (the ops, as data), `model` (which ops a network uses), `mlp` (the math),
 `backends`, `kernels` and `numba_ops` (the two compute paths), `epoch` (a whole epoch
 in compiled code), `validate` (input checks), `reference` (the notebook), `gradcheck`
-and `per_example` (gradient checks), `optim`, `data`, `train`, `checkpoint`, `plot`,
-`cli`.
+and `per_example` (gradient checks), `optim`, `data`, `train` (with `monitor`, early
+stopping's bookkeeping), `checkpoint`, `plot`, and the run's files: `run_config`,
+`metrics_log`, `provenance`, `scaling`, `images`, `confusion`; `cli`.
 """
 
 from . import activations, losses, optim, reference
@@ -33,6 +34,7 @@ from .train import (
     TrainState,
     evaluate,
     fit,
+    validation_split,
 )
 
 __version__ = "0.1.0"
@@ -79,4 +81,5 @@ __all__ = [
     "set_backend",
     "sgd_epoch",
     "sgd_step",
+    "validation_split",
 ]
