@@ -175,8 +175,9 @@ def _scale(text: str) -> str | float:
 def _parser() -> _Parser:
     parser = _Parser(
         prog="fnn",
-        description="Functional neural networks in NumPy: train an MLP on MNIST, or check "
-        "backprop against finite differences. With no command: fnn train.",
+        description="Functional neural networks in NumPy: train an MLP on MNIST, evaluate "
+        "a saved run or predict image files with it, or check backprop against finite "
+        "differences. With no command: fnn train.",
     )
     parser.add_argument("--version", action="version", version=f"fnn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{train,eval,predict,check}")

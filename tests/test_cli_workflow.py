@@ -62,6 +62,10 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path, capsys):
     # The run resumed from its last checkpoint is already done.
     code, out, _ = run(capsys, "train", "--resume", tmp_path, "--epochs", 20, "--quiet")
     assert code == 0 and load_checkpoint(tmp_path / "checkpoint.npz").step == last.step
+    code, _, err = run(capsys, "train", "--resume", tmp_path, "--scale", "standardize")
+    assert code == 2 and "--scale cannot change when resuming (the run used pixel)" in err
+    code, _, err = run(capsys, "train", "--resume", tmp_path, "--config", tmp_path)
+    assert code == 2 and "--config and --resume exclude each other" in err
 
 
 @pytest.mark.parametrize("argv, message", [
