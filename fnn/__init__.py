@@ -10,7 +10,8 @@ Modules, one concern each: `params` (Layer, init), `activations`, `losses` and
 in compiled code), `validate` (input checks), `reference` (the notebook), `gradcheck`
 and `per_example` (gradient checks), `optim`, `data`, `train` (with `monitor`, early
 stopping's bookkeeping), `checkpoint`, `plot`, and the run's files: `run_config`,
-`metrics_log`, `provenance`, `scaling`, `images`, `confusion`; `cli`.
+`metrics_log`, `provenance`, `scaling`, `images`, `confusion`, `runs` (a saved run used
+again: eval, predict); `cli`.
 """
 
 from . import activations, losses, optim, reference

@@ -25,8 +25,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-import numpy as np
-
 from . import __version__
 from .activations import ACTIVATIONS
 from .backends import BACKENDS
@@ -39,8 +37,18 @@ from .checkpoint import (
 )
 from .losses import LOSS_FUNCTIONS
 from .metrics_log import metrics_csv_callback
-from .monitor import MONITORS
+from .monitor import MONITORS, best_eval
 from .run_config import DATA_KEYS, config_json, read_run_config
+from .runs import (
+    CHECKPOINT,
+    DATA_DEFAULTS,
+    checkpoint_path,
+    class_targets,
+    evaluate_saved,
+    load_run_data,
+    load_saved_run,
+    predict_files,
+)
 from .scaling import SCALES, apply_scaling, fit_scaling, range_warning
 from .train import (
     OPTIMIZERS,
@@ -52,14 +60,12 @@ from .train import (
     TrainingInterrupted,
     TrainState,
     check_config,
-    evaluate,
     fit,
     validation_split,
 )
 
 __all__ = ["main"]
 
-CHECKPOINT = "checkpoint.npz"
 BEST = "best.npz"
 METRICS = "metrics.csv"
 HISTORY = "history.json"
@@ -303,51 +309,15 @@ def _flag(field: str) -> str:
     return "--" + _OPTION_OF_FIELD.get(field, field).replace("_", "-")
 
 
-def _checkpoint_path(resume: str) -> Path:
-    path = Path(resume)
-    return path / CHECKPOINT if path.is_dir() else path
-
-
-#: The data options' values when neither a flag nor a config file sets them.
-_DATA_DEFAULTS: dict[str, Any] = {
-    "dataset": None, "limit": None, "image_column": "image", "label_column": "label",
-    "train_split": "train", "test_split": "test", "scale": "pixel",
-}
-
-
 def _data_given(args: argparse.Namespace) -> dict[str, Any]:
     """The data options set on the command line."""
     return {k: getattr(args, k) for k in DATA_KEYS if getattr(args, k, None) is not None}
 
 
-def _load_data(run: dict[str, Any], dtype: str, quiet: bool, *,
-               split: str | None = None) -> tuple[Any, tuple[int, int]]:
-    """(Dataset with x flattened and --limit applied, the images' (H, W)). With `split`,
-    that one split is loaded as both train and test (for eval)."""
+def _load_data(run: dict[str, Any], dtype: str, quiet: bool) -> tuple[Any, tuple[int, int]]:
     if quiet:  # datasets draws its own progress bars when it converts files
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    from .data import load_mnist
-
-    train_split = run["train_split"] if split is None else split
-    test_split = run["test_split"] if split is None else split
-    data = load_mnist(run["dataset"], dtype=dtype, image_column=run["image_column"],
-                      label_column=run["label_column"], train_split=train_split,
-                      test_split=test_split, flatten=False)
-    shape = tuple(data.x_train.shape[1:]) or tuple(data.x_test.shape[1:])
-    data = data._replace(x_train=data.x_train.reshape(len(data.x_train), -1),
-                         x_test=data.x_test.reshape(len(data.x_test), -1))
-    if run["limit"] is not None and split is None:
-        data = data._replace(x_train=data.x_train[: run["limit"]],
-                             y_train=data.y_train[: run["limit"]])
-    return data, (int(shape[0]), int(shape[1]))
-
-
-def _targets(y: np.ndarray, loss: str, n_classes: int, dtype: str) -> np.ndarray:
-    """Class labels as the loss wants them: as they are, or one-hot float rows for mse
-    and binary cross-entropy."""
-    if loss == "softmax_cross_entropy":
-        return y
-    return np.eye(n_classes, dtype=dtype)[y]
+    return load_run_data(run, dtype)
 
 
 class _Progress:
@@ -444,7 +414,7 @@ def _recipe(args: argparse.Namespace, given: dict[str, Any]
         if args.config is not None:
             raise _UsageError("--config and --resume exclude each other (a resumed run "
                               "keeps its checkpoint's config)")
-        ckpt_path = _checkpoint_path(args.resume)
+        ckpt_path = checkpoint_path(args.resume)
         resume, extra = read_checkpoint(ckpt_path)
         fixed = sorted(f for f in given if f not in RESUMABLE_CHANGES)
         if fixed:
@@ -452,7 +422,7 @@ def _recipe(args: argparse.Namespace, given: dict[str, Any]
                 f"{', '.join(map(_flag, fixed))} cannot change when resuming (the checkpoint "
                 f"fixes them); only {', '.join(map(_flag, RESUMABLE_CHANGES))} can"
             )
-        run = {**_DATA_DEFAULTS, **{k: extra[k] for k in DATA_KEYS if k in extra}}
+        run = {**DATA_DEFAULTS, **{k: extra[k] for k in DATA_KEYS if k in extra}}
         for k, v in data_given.items():
             if k != "dataset" and v != run[k]:
                 raise _UsageError(f"{_flag(k)} cannot change when resuming (the run used "
@@ -460,7 +430,7 @@ def _recipe(args: argparse.Namespace, given: dict[str, Any]
         run["dataset"] = data_given.get("dataset", run["dataset"])
         out = Path(args.out) if args.out is not None else ckpt_path.parent
         return resume.config._replace(**given), run, resume, extra, out
-    config, run = TrainConfig(), dict(_DATA_DEFAULTS)
+    config, run = TrainConfig(), dict(DATA_DEFAULTS)
     if args.config is not None:
         fields, data_opts = read_run_config(args.config)
         if "sizes" in fields and "sizes" not in given:
@@ -504,8 +474,8 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
     if warning:
         print(f"fnn: warning: {warning}", file=stderr)
     x_train, x_test = apply_scaling(data.x_train, scaling), apply_scaling(data.x_test, scaling)
-    y_train = _targets(data.y_train, config.loss, config.sizes[-1], config.dtype)
-    y_test = _targets(data.y_test, config.loss, config.sizes[-1], config.dtype)
+    y_train = class_targets(data.y_train, config.loss, config.sizes[-1], config.dtype)
+    y_test = class_targets(data.y_test, config.loss, config.sizes[-1], config.dtype)
 
     out.mkdir(parents=True, exist_ok=True)
     origin = provenance()
@@ -563,7 +533,7 @@ def _summary(state: TrainState, n_test: int, out: Path) -> str:
             f"{_count(state.epoch, 'epoch')}, {_count(state.step, 'step')}, "
             f"{state.elapsed:.1f} s)")
     if c.val_fraction > 0 and h.eval_step.size:
-        i = int(np.argmin(h.eval_loss) if c.monitor == "val_loss" else np.argmax(h.eval_accuracy))
+        i = best_eval(getattr(h, MONITORS[c.monitor][0]).tolist(), c.monitor) or 0
         best = (f"{h.eval_loss[i]:.4g}" if c.monitor == "val_loss"
                 else f"{100 * h.eval_accuracy[i]:.2f}%")
         text += f"; best {c.monitor} {best} at step {h.eval_step[i]} ({BEST})"
@@ -578,88 +548,32 @@ def _count(n: int, noun: str) -> str:
 
 
 # ---------------------------------------------------------------- eval and predict
-def _saved_run(path: str) -> tuple[Path, TrainState, dict[str, Any]]:
-    """(checkpoint file, its state, its run options with defaults filled in)."""
-    ckpt = _checkpoint_path(path)
-    state, extra = read_checkpoint(ckpt)
-    run = {**_DATA_DEFAULTS, **{k: extra[k] for k in DATA_KEYS if k in extra}}
-    run["scaling"] = extra.get("scaling", {"kind": "pixel"})
-    run["image_shape"] = extra.get("image_shape")
-    return ckpt, state, run
-
-
-def _model_kwargs(config: TrainConfig) -> dict[str, Any]:
-    return {"activation": config.activation, "loss": config.loss}
-
-
 def _eval(args: argparse.Namespace, stderr: TextIO) -> int:
-    ckpt, state, run = _saved_run(args.run)
-    c = state.config
-    if args.dataset is not None:
-        run["dataset"] = args.dataset
-    split = args.split if args.split is not None else run["test_split"]
-    data, _ = _load_data(run, c.dtype, True, split=split)
-    x = apply_scaling(data.x_test, run["scaling"])
-    y = _targets(data.y_test, c.loss, c.sizes[-1], c.dtype)
-    loss, acc = evaluate(state.params, x, y, backend=c.backend, **_model_kwargs(c))
-    where = f"{ckpt}, step {state.step}"
-    if c.loss != "softmax_cross_entropy":
-        acc_text = "" if math.isnan(acc) else f", accuracy {100 * acc:.2f}%"
-        print(f"{split}: loss {loss:.4f}{acc_text} on {_count(len(y), 'example')} ({where})")
+    run = load_saved_run(args.run)
+    r = evaluate_saved(run, split=args.split, dataset=args.dataset)
+    acc = "" if math.isnan(r.accuracy) else f", accuracy {100 * r.accuracy:.2f}%"
+    print(f"{r.split}: loss {r.loss:.4f}{acc} on {_count(r.n, 'example')} "
+          f"({run.checkpoint}, step {run.state.step})")
+    if r.matrix is None:
         return 0
-    from .confusion import confusion_matrix, format_confusion
-    from .mlp import predict
+    from .confusion import format_confusion
 
-    matrix = confusion_matrix(data.y_test, predict(state.params, x, backend=c.backend,
-                                                   **_model_kwargs(c)), c.sizes[-1])
-    print(f"{split}: loss {loss:.4f}, accuracy {100 * acc:.2f}% on "
-          f"{_count(len(y), 'example')} ({where})")
-    print(format_confusion(matrix))
-    png = Path(args.png) if args.png is not None else ckpt.parent / f"confusion-{split}.png"
+    print(format_confusion(r.matrix))
+    png = (Path(args.png) if args.png is not None
+           else run.checkpoint.parent / f"confusion-{r.split}.png")
     if importlib.util.find_spec("matplotlib") is None:
         print(f"fnn: matplotlib is not installed, so no {png}", file=stderr)
         return 0
     from .plot import plot_confusion
 
-    plot_confusion(matrix, png, title=f"{split}: {100 * acc:.2f}% ({ckpt.name}, "
-                   f"step {state.step})")
+    plot_confusion(r.matrix, png, title=f"{r.split}: {100 * r.accuracy:.2f}% "
+                   f"({run.checkpoint.name}, step {run.state.step})")
     print(f"confusion matrix: {png}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .images import read_gray_image
-    from .losses import softmax
-    from .mlp import forward
-
-    ckpt, state, run = _saved_run(args.run)
-    c = state.config
-    d_in = c.sizes[0]
-    shape = run["image_shape"]
-    if shape is None:  # a checkpoint from before the shape was recorded: square images
-        side = math.isqrt(d_in)
-        if side * side != d_in:
-            raise ValueError(f"{ckpt}: the run does not record its image size and "
-                             f"{d_in} inputs are not a square image")
-        shape = [side, side]
-    # Every file is read before anything is printed: a bad one is one error line.
-    pixels = np.stack([read_gray_image(p, (shape[0], shape[1])).reshape(-1)
-                       for p in args.images])
-    x = apply_scaling(np.divide(pixels, np.dtype(c.dtype).type(255), dtype=c.dtype),
-                      run["scaling"])
-    out = forward(state.params, x, backend=c.backend, **_model_kwargs(c))
-    results = []
-    for path, row in zip(args.images, out.astype(np.float64)):
-        if c.loss == "softmax_cross_entropy":
-            probs = softmax(row[None])[0]
-            k = int(np.argmax(probs))
-            results.append({"file": path, "class": k, "probability": float(probs[k]),
-                            "probabilities": [float(p) for p in probs]})
-        elif c.loss == "sigmoid_binary_cross_entropy":
-            probs = 1 / (1 + np.exp(-row))
-            results.append({"file": path, "probabilities": [float(p) for p in probs]})
-        else:
-            results.append({"file": path, "output": [float(v) for v in row]})
+    results = predict_files(load_saved_run(args.run), args.images)
     if args.json:
         print(json.dumps(results))
         return 0

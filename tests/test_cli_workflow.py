@@ -311,3 +311,17 @@ def test_bad_eval_and_predict_input_gives_one_line_and_exit_2(trained, tmp_path,
         code, out, err = run(capsys, *argv)
         assert code == 2 and out == "" and len(err.splitlines()) == 1, (argv, err)
         assert err.startswith("fnn: error: ") and message in err, (argv, err)
+
+
+def test_saved_runs_from_python(trained, tmp_path):
+    from fnn.runs import evaluate_saved, load_saved_run, predict_files
+
+    run = load_saved_run(trained)
+    r = evaluate_saved(run)
+    assert (r.split, r.n) == ("test", 10000) and r.matrix.sum() == 10000
+    assert (r.loss, r.accuracy) == (run.state.test_loss, run.state.test_accuracy)
+    assert np.trace(r.matrix) == round(r.accuracy * 10000)
+    with pytest.raises(ValueError, match=r"image .*x\.png: no such file"):
+        predict_files(run, [tmp_path / "x.png"])
+    with pytest.raises(fnn.CheckpointError, match="no such checkpoint file"):
+        load_saved_run(tmp_path)
