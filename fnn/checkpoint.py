@@ -331,9 +331,14 @@ def checkpoint_callback(
     def callback(event: Event) -> None:
         due = event.kind in ("epoch", "end") or (
             event.kind == "step" and every and event.step % every == 0)
-        # The end is saved even at the step of an epoch end: it adds the test metrics.
-        if due and (event.step != saved[0] or event.kind == "end"):
-            save_checkpoint(path, event.state(), extra=extra)
+        if event.kind == "epoch" and event.step == event.total_steps:
+            return  # the end follows at this step, and its state has the test metrics
+        if not due:
+            return
+        state = event.state()
+        # An early stop at an epoch end was saved there, without the test metrics.
+        if event.step != saved[0] or (event.kind == "end" and not math.isnan(state.test_loss)):
+            save_checkpoint(path, state, extra=extra)
             saved[0] = event.step
 
     return callback

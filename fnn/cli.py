@@ -375,8 +375,13 @@ class _Progress:
             self.bar = None
 
 
-def _json_history(state: TrainState) -> dict[str, list]:
-    return {field: a.tolist() for field, a in state.history._asdict().items()}
+def _json_history(state: TrainState) -> dict[str, Any]:
+    """The History's arrays, and the test metrics (null until the run has finished)."""
+    out: dict[str, Any] = {field: a.tolist() for field, a in state.history._asdict().items()}
+    for name in ("test_loss", "test_accuracy"):
+        value = getattr(state, name)
+        out[name] = None if math.isnan(value) else value
+    return out
 
 
 def _write_json(path: Path, obj: dict[str, Any], *, one_line_values: bool = False) -> None:

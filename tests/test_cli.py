@@ -53,6 +53,8 @@ def test_train_writes_checkpoint_history_config_and_plot(tmp_path, capsys):
     assert "2 epochs, 20 steps" in out and "best val_loss" in out
     assert len(out.splitlines()) == 1
     assert state.test_accuracy != state.history.eval_accuracy[-1]
+    assert (history["test_loss"], history["test_accuracy"]) == (state.test_loss,
+                                                                state.test_accuracy)
 
 
 def test_progress_bar_on_stderr_with_loss_and_accuracy(tmp_path, capsys):
