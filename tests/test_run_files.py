@@ -104,3 +104,15 @@ def test_provenance_without_threadpoolctl_or_git(monkeypatch):
     monkeypatch.setattr("fnn.provenance._git_commit", lambda: None)
     info = provenance()
     assert info["blas"] is None and info["git"] is None
+
+
+def test_provenance_names_the_checkout_s_commit():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert provenance()["git"]["commit"] == head
