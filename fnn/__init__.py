@@ -8,8 +8,11 @@ Modules, one concern each: `params` (Layer, init), `activations`, `losses` and
 `dropout` (the ops, as data), `model` (which ops a network uses), `mlp` (the math),
 `backends`, `kernels` and `numba_ops` (the two compute paths), `epoch` (a whole epoch
 in compiled code), `validate` (input checks), `reference` (the notebook), `gradcheck`
-and `per_example` (gradient checks), `optim`, `data`, `train`, `checkpoint`, `plot`,
-`sweep` (many seeded runs at once), `cli`.
+and `per_example` (gradient checks), `optim`, `data` and `batching`, `train` (with
+`monitor`, early stopping's bookkeeping), `checkpoint`, `plot`, `sweep` (many seeded
+runs at once), the run's files (`run_config`, `metrics_log`, `provenance`, `scaling`,
+`images`, `confusion`, `runs`: a saved run used again for eval and predict), `sklearn`
+(estimators) and `cli`.
 """
 
 from . import activations, losses, optim, reference
@@ -34,6 +37,7 @@ from .train import (
     TrainState,
     evaluate,
     fit,
+    validation_split,
 )
 
 __version__ = "0.1.0"
@@ -82,4 +86,5 @@ __all__ = [
     "sgd_epoch",
     "sgd_step",
     "sweep",
+    "validation_split",
 ]

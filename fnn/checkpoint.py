@@ -8,7 +8,8 @@ Layout (format version 1), every entry a plain NumPy array:
     meta                              uint8: UTF-8 JSON with "format", "version",
                                       "sizes", "dtype", "config", "step", "epoch",
                                       "batch", "rng_state", "elapsed", "data_fingerprint",
-                                      "opt_state" {"type", "count", "fields"}, "extra"
+                                      "opt_state" {"type", "count", "fields"}, "test"
+                                      [loss, accuracy] (null for nan), "extra"
     checksum                          uint8 (32,): SHA-256 over every other entry's
                                       name, dtype, shape and bytes, in name order
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -32,6 +34,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from .monitor import MONITORS, best_eval
 from .optim import STATE_TYPES
 from .params import Layer, Params, freeze
 from .train import (
@@ -51,6 +54,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "atomic_write",
+    "best_checkpoint_callback",
     "checkpoint_callback",
     "load_checkpoint",
     "read_checkpoint",
@@ -164,6 +168,8 @@ def _encode(state: TrainState, extra: Mapping[str, Any]) -> dict[str, np.ndarray
         "elapsed": state.elapsed,
         "data_fingerprint": state.data_fingerprint,
         "opt_state": {"type": type(opt).__name__, "count": opt.count, "fields": slot_lengths},
+        "test": [None if np.isnan(v) else float(v) for v in (state.test_loss,
+                                                             state.test_accuracy)],
         "extra": dict(extra),
     }
     try:
@@ -267,7 +273,8 @@ def read_checkpoint(
 
 def _decode(arrays: Mapping[str, np.ndarray], meta: dict) -> Checkpoint:
     """Rebuild the state from checksum-verified arrays and metadata."""
-    fields = meta["config"]
+    # A checkpoint from before validation splits trained on all of its data.
+    fields = {"val_fraction": 0.0, **meta["config"]}
     config = check_config(TrainConfig(**{**fields, "sizes": tuple(fields["sizes"])}))
     n_layers = len(meta["sizes"]) - 1
     params = _layers(arrays, "params", n_layers)
@@ -291,8 +298,15 @@ def _decode(arrays: Mapping[str, np.ndarray], meta: dict) -> Checkpoint:
         history=history,
         elapsed=meta["elapsed"],
         data_fingerprint=meta["data_fingerprint"],
+        # (absent from checkpoints written before test metrics were kept)
+        test_loss=_nan_for_none(meta.get("test", [None, None])[0]),
+        test_accuracy=_nan_for_none(meta.get("test", [None, None])[1]),
     )
     return Checkpoint(state, meta["extra"])
+
+
+def _nan_for_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def load_checkpoint(
@@ -308,8 +322,8 @@ def load_checkpoint(
 def checkpoint_callback(
     path: str | os.PathLike, *, every: int = 0, extra: Mapping[str, Any] | None = None
 ) -> Callback:
-    """A `fit` callback that saves the run to `path` at each epoch end, at the end, and
-    every `every` steps when every > 0."""
+    """A `fit` callback that saves the run to `path` at each epoch end, at the end (with
+    the test metrics), and every `every` steps when every > 0."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise ValueError(f"every: expected an int >= 0, got {every!r}")
     saved = [-1]  # the step last saved, so an epoch end that is also the end saves once
@@ -317,8 +331,46 @@ def checkpoint_callback(
     def callback(event: Event) -> None:
         due = event.kind in ("epoch", "end") or (
             event.kind == "step" and every and event.step % every == 0)
-        if due and event.step != saved[0]:
-            save_checkpoint(path, event.state(), extra=extra)
+        if event.kind == "epoch" and event.step == event.total_steps:
+            return  # the end follows at this step, and its state has the test metrics
+        if not due:
+            return
+        state = event.state()
+        # An early stop at an epoch end was saved there, without the test metrics.
+        if event.step != saved[0] or (event.kind == "end" and not math.isnan(state.test_loss)):
+            save_checkpoint(path, state, extra=extra)
             saved[0] = event.step
+
+    return callback
+
+
+def best_checkpoint_callback(
+    path: str | os.PathLike, *, monitor: str = "val_loss",
+    extra: Mapping[str, Any] | None = None
+) -> Callback:
+    """A `fit` callback that saves the run to `path` at each evaluation that is the best
+    so far by `monitor` ("val_loss" or "val_accuracy"; a strict improvement, as early
+    stopping counts it), the step-0 evaluation included. A resumed run takes its best
+    from the history, so it only replaces the file with a better evaluation."""
+    if monitor not in MONITORS:
+        raise ValueError(f"monitor: expected one of {tuple(MONITORS)}, got {monitor!r}")
+    field, sign = MONITORS[monitor]
+    best = [math.nan]
+
+    def callback(event: Event) -> None:
+        if event.kind == "start":
+            state = event.state()
+            values = getattr(state.history, field).tolist()
+            i = best_eval(values, monitor)
+            if i is None:
+                return
+            best[0] = values[i]
+            if state.history.eval_step[i] == state.step:  # a fresh run's step-0 evaluation
+                save_checkpoint(path, state, extra=extra)
+        elif event.kind == "eval":
+            value = event.eval_loss if field == "eval_loss" else event.eval_accuracy
+            if not math.isnan(value) and (math.isnan(best[0]) or sign * value > sign * best[0]):
+                best[0] = value
+                save_checkpoint(path, event.state(), extra=extra)
 
     return callback

@@ -1,8 +1,12 @@
-"""The command line: `fnn train`, `fnn check` and `fnn sweep` (also `python -m fnn ...`).
+"""The command line: `fnn train`, `eval`, `predict`, `check` and `sweep` (also
+`python -m fnn ...`).
 
     fnn                          train the notebook's 784-64-10 net on the shipped MNIST
     fnn train --hidden 256,128 --optimizer nesterov --schedule cosine --out runs/wide
     fnn train --resume runs/wide --epochs 20
+    fnn train --config runs/wide/config.json --seed 1 --out runs/wide-seed1
+    fnn eval runs/wide [--split test]          loss, accuracy and a confusion matrix
+    fnn predict runs/wide digit.png [--json]   class and probability per image file
     fnn check --sizes 256,128,64,32,16,8,4 --batch 1 --mode full
     fnn sweep --grid hidden=64,256x128 --grid lr=0.05,0.1 --seeds 0-4 --jobs 2 --out runs/s
 
@@ -24,8 +28,30 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
+from .activations import ACTIVATIONS
 from .backends import BACKENDS
-from .checkpoint import atomic_write, checkpoint_callback, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    atomic_write,
+    best_checkpoint_callback,
+    checkpoint_callback,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .losses import LOSS_FUNCTIONS
+from .metrics_log import metrics_csv_callback
+from .monitor import MONITORS, best_eval
+from .run_config import DATA_KEYS, config_json, read_run_config
+from .runs import (
+    CHECKPOINT,
+    DATA_DEFAULTS,
+    checkpoint_path,
+    class_targets,
+    evaluate_saved,
+    load_run_data,
+    load_saved_run,
+    predict_files,
+)
+from .scaling import SCALES, apply_scaling, fit_scaling, range_warning
 from .train import (
     OPTIMIZERS,
     RESUMABLE_CHANGES,
@@ -37,11 +63,13 @@ from .train import (
     TrainState,
     check_config,
     fit,
+    validation_split,
 )
 
 __all__ = ["main"]
 
-CHECKPOINT = "checkpoint.npz"
+BEST = "best.npz"
+METRICS = "metrics.csv"
 HISTORY = "history.json"
 CONFIG = "config.json"
 PLOT = "training.png"
@@ -101,20 +129,73 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def _names(choices: Sequence[str]) -> Callable[[str], str | tuple[str, ...]]:
+    """'tanh' -> 'tanh' (every layer), 'gelu,relu' -> ('gelu', 'relu') (one per layer)."""
+    def parse(text: str) -> str | tuple[str, ...]:
+        names = tuple(part.strip() for part in text.split(","))
+        bad = [n for n in names if n not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(
+                f"expected one of {', '.join(choices)} (or a comma list, one per hidden "
+                f"layer), got {bad[0]!r}")
+        return names[0] if len(names) == 1 else names
+
+    return parse
+
+
+def _rates(text: str) -> float | tuple[float, ...]:
+    """'0.5' -> 0.5 (every hidden layer), '0.2,0.5' -> (0.2, 0.5) (one per layer)."""
+    try:
+        rates = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected dropout rates such as 0.5 or 0.2,0.5, got {text!r}") from None
+    if not all(0 <= r < 1 for r in rates):
+        raise argparse.ArgumentTypeError(f"expected rates in [0, 1), got {text!r}")
+    return rates[0] if len(rates) == 1 else rates
+
+
+def _scale(text: str) -> str | float:
+    if text in SCALES:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected {' or '.join(SCALES)} or the data's largest stored value (a "
+            f"positive number such as 16), got {text!r}")
+    return value
+
+
 def _parser() -> _Parser:
     parser = _Parser(
         prog="fnn",
-        description="Functional neural networks in NumPy: train an MLP on MNIST, or check "
-        "backprop against finite differences. With no command: fnn train.",
+        description="Functional neural networks in NumPy: train an MLP on MNIST, evaluate "
+        "a saved run or predict image files with it, or check backprop against finite "
+        "differences. With no command: fnn train.",
     )
     parser.add_argument("--version", action="version", version=f"fnn {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{train,check}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,eval,predict,check}")
 
     train = commands.add_parser(
         "train",
         help="train an MLP (default: the notebook's 784-64-10 on the shipped MNIST)",
-        description="Train an MLP with minibatch gradient descent; write the checkpoint, "
-        f"{HISTORY}, {CONFIG} and {PLOT} into --out. Ctrl-C saves a resumable checkpoint.",
+        description="Train an MLP with minibatch gradient descent; write the checkpoint "
+        f"({CHECKPOINT}, and {BEST} with a validation part), {METRICS}, {HISTORY}, "
+        f"{CONFIG} and {PLOT} into --out. Ctrl-C saves a resumable checkpoint.",
     )
     # Defaults are None here and filled in later, to tell what a --resume run overrides.
     d = TrainConfig()
@@ -148,13 +229,56 @@ def _parser() -> _Parser:
     add("--resume", default=None, metavar="PATH",
         help=f"continue from a checkpoint file or an output folder holding {CHECKPOINT}")
     add("--eval-every", type=_int_at_least(0), default=None, metavar="N",
-        help="evaluate on the test set every N steps (default: 0, at each epoch end)")
+        help="evaluate on the validation part every N steps (default: 0, at each epoch end)")
+    add("--val-fraction", type=_fraction, default=None, metavar="X",
+        help="part of the training split held out (seeded) for validation; 0 trains on all "
+        "and evaluates on the test split throughout (default: 1/12)")
+    add("--patience", type=_int_at_least(1), default=None, metavar="N",
+        help="stop after N evaluations without improving --monitor (default: no early stop)")
+    add("--monitor", choices=tuple(MONITORS), default=None,
+        help=f"what early stopping and {BEST} follow (default: {d.monitor})")
+    add("--activation", type=_names(tuple(ACTIVATIONS)), default=None, metavar="NAMES",
+        help=f"hidden activation, or one per hidden layer: {', '.join(ACTIVATIONS)} "
+        f"(default: {d.activation})")
+    add("--loss", choices=tuple(LOSS_FUNCTIONS), default=None,
+        help=f"default: {d.loss}; mse and binary cross-entropy train on one-hot targets")
+    add("--dropout", type=_rates, default=None, metavar="RATES",
+        help="dropout rate, or one per hidden layer (one more: the input's first) "
+        "(default: 0)")
+    add("--config", default=None, metavar="PATH",
+        help=f"rerun the run a {CONFIG} (or its folder) describes; flags override it")
+    add("--image-column", default=None, metavar="NAME", help="default: image")
+    add("--label-column", default=None, metavar="NAME", help="default: label")
+    add("--train-split", default=None, metavar="NAME", help="default: train")
+    add("--test-split", default=None, metavar="NAME", help="default: test")
+    add("--scale", type=_scale, default=None, metavar="HOW",
+        help="input scaling: pixel (pixels / 255), standardize (per-feature mean and std "
+        "of the training part) or the largest stored value, e.g. 16 (default: pixel)")
     add("--checkpoint-every", type=_int_at_least(0), default=0, metavar="N",
         help="also save the checkpoint every N steps (default: 0, at each epoch end)")
     add("--limit", type=_int_at_least(1), default=None, metavar="N",
         help="train on the first N training examples only (quick runs)")
     add("--quiet", action="store_true",
         help="no progress bar or messages; only the final result line")
+
+    ev = commands.add_parser(
+        "eval", help="loss, accuracy and confusion matrix of a saved run on a split",
+        description="Evaluate a saved run (its folder, or a checkpoint file such as "
+        f"RUN/{BEST}) on a split of its dataset: loss, accuracy, and a confusion matrix "
+        "as text and PNG.")
+    ev.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    ev.add_argument("--dataset", default=None, help="default: the run's dataset")
+    ev.add_argument("--split", default=None, help="default: the run's test split")
+    ev.add_argument("--png", default=None, metavar="PATH",
+                    help="confusion matrix PNG (default: confusion-SPLIT.png beside the "
+                    "checkpoint)")
+    pr = commands.add_parser(
+        "predict", help="class and probability of image files under a saved run",
+        description="Predict the class of image files (read with Pillow, converted to "
+        "grayscale, of the training images' size: no resizing).")
+    pr.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--json", action="store_true", help="one JSON array on stdout")
 
     check = commands.add_parser(
         "check",
@@ -188,36 +312,33 @@ def _flag(field: str) -> str:
     return "--" + _OPTION_OF_FIELD.get(field, field).replace("_", "-")
 
 
-def _checkpoint_path(resume: str) -> Path:
-    path = Path(resume)
-    return path / CHECKPOINT if path.is_dir() else path
+def _data_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The data options set on the command line."""
+    return {k: getattr(args, k) for k in DATA_KEYS if getattr(args, k, None) is not None}
 
 
-def _load_data(dataset: str | None, dtype: str, limit: int | None, quiet: bool) -> Any:
+def _load_data(run: dict[str, Any], dtype: str, quiet: bool) -> tuple[Any, tuple[int, int]]:
     if quiet:  # datasets draws its own progress bars when it converts files
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    from .data import load_mnist
-
-    data = load_mnist(dataset, dtype=dtype)
-    if limit is not None:
-        data = data._replace(x_train=data.x_train[:limit], y_train=data.y_train[:limit])
-    return data
+    return load_run_data(run, dtype)
 
 
 class _Progress:
-    """A tqdm bar on stderr: steps, epoch, running training loss, test accuracy."""
+    """A tqdm bar on stderr: steps, epoch, running training loss, validation accuracy."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.bar: Any = None
         self.loss = math.nan
+        self.label = "val_acc"
 
     def __call__(self, event: Event) -> None:
         if event.kind == "start":
             from tqdm import tqdm
 
-            epochs = event.state().config.epochs
-            self.epochs = epochs
+            config = event.state().config
+            self.epochs = config.epochs
+            self.label = "val_acc" if config.val_fraction > 0 else "test_acc"
             self.bar = tqdm(total=event.total_steps, initial=event.step, file=self.stream,
                             unit="step", dynamic_ncols=True, mininterval=0.25,
                             desc=self._desc(event))
@@ -246,7 +367,9 @@ class _Progress:
         if not math.isnan(self.loss):
             post["loss"] = f"{self.loss:.4f}"
         if not math.isnan(event.eval_accuracy):
-            post["test_acc"] = f"{100 * event.eval_accuracy:.2f}%"
+            post[self.label] = f"{100 * event.eval_accuracy:.2f}%"
+        elif not math.isnan(event.eval_loss):
+            post[self.label.replace("acc", "loss")] = f"{event.eval_loss:.4g}"
         self.bar.set_postfix(post, refresh=False)
 
     def close(self) -> None:
@@ -255,8 +378,13 @@ class _Progress:
             self.bar = None
 
 
-def _json_history(state: TrainState) -> dict[str, list]:
-    return {field: a.tolist() for field, a in state.history._asdict().items()}
+def _json_history(state: TrainState) -> dict[str, Any]:
+    """The History's arrays, and the test metrics (null until the run has finished)."""
+    out: dict[str, Any] = {field: a.tolist() for field, a in state.history._asdict().items()}
+    for name in ("test_loss", "test_accuracy"):
+        value = getattr(state, name)
+        out[name] = None if math.isnan(value) else value
+    return out
 
 
 def _write_json(path: Path, obj: dict[str, Any], *, one_line_values: bool = False) -> None:
@@ -281,18 +409,20 @@ def _write_outputs(out: Path, state: TrainState, say: Callable[[str], None]) -> 
     c = state.config
     plot_history(state.history, out / PLOT,
                  title=f"{'-'.join(map(str, c.sizes))}, {c.optimizer}, lr {c.lr:g}, "
-                 f"{c.schedule}, seed {c.seed}")
+                 f"{c.schedule}, seed {c.seed}",
+                 split="validation" if c.val_fraction > 0 else "test")
 
 
-def _train(args: argparse.Namespace, stderr: TextIO) -> int:
-    def say(message: str) -> None:
-        if not args.quiet:
-            print(message, file=stderr)
-
-    given = _given(args)
-    resume: TrainState | None = None
+def _recipe(args: argparse.Namespace, given: dict[str, Any]
+            ) -> tuple[TrainConfig, dict[str, Any], TrainState | None, dict[str, Any], Path]:
+    """(config without the data's widths, data options, state to resume or None, the
+    resumed checkpoint's extra, output folder) from the flags, --config and --resume."""
+    data_given = _data_given(args)
     if args.resume is not None:
-        ckpt_path = _checkpoint_path(args.resume)
+        if args.config is not None:
+            raise _UsageError("--config and --resume exclude each other (a resumed run "
+                              "keeps its checkpoint's config)")
+        ckpt_path = checkpoint_path(args.resume)
         resume, extra = read_checkpoint(ckpt_path)
         fixed = sorted(f for f in given if f not in RESUMABLE_CHANGES)
         if fixed:
@@ -300,39 +430,84 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
                 f"{', '.join(map(_flag, fixed))} cannot change when resuming (the checkpoint "
                 f"fixes them); only {', '.join(map(_flag, RESUMABLE_CHANGES))} can"
             )
-        if args.limit is not None and args.limit != extra.get("limit"):
-            raise _UsageError(f"--limit cannot change when resuming (the run used "
-                              f"{extra.get('limit')})")
-        config = resume.config._replace(**given)
-        dataset = args.dataset if args.dataset is not None else extra.get("dataset")
-        limit = extra.get("limit")
+        run = {**DATA_DEFAULTS, **{k: extra[k] for k in DATA_KEYS if k in extra}}
+        for k, v in data_given.items():
+            if k != "dataset" and v != run[k]:
+                raise _UsageError(f"{_flag(k)} cannot change when resuming (the run used "
+                                  f"{run[k]})")
+        run["dataset"] = data_given.get("dataset", run["dataset"])
         out = Path(args.out) if args.out is not None else ckpt_path.parent
-    else:
-        dataset, limit = args.dataset, args.limit
-        config = TrainConfig()._replace(**{k: v for k, v in given.items() if k != "sizes"})
-        out = Path(args.out if args.out is not None else DEFAULT_OUT)
+        return resume.config._replace(**given), run, resume, extra, out
+    config, run = TrainConfig(), dict(DATA_DEFAULTS)
+    if args.config is not None:
+        fields, data_opts = read_run_config(args.config)
+        if "sizes" in fields and "sizes" not in given:
+            given = {**given, "sizes": tuple(fields["sizes"])[1:-1]}
+        config = config._replace(**{k: v for k, v in fields.items() if k != "sizes"})
+        run.update(data_opts)
+    run.update(data_given)
+    config = config._replace(**{k: v for k, v in given.items() if k != "sizes"})
+    config = config._replace(sizes=(0, *given.get("sizes", TrainConfig().sizes[1:-1]), 0))
+    return config, run, None, {}, Path(args.out if args.out is not None else DEFAULT_OUT)
 
-    data = _load_data(dataset, config.dtype, limit, args.quiet)
+
+def _train(args: argparse.Namespace, stderr: TextIO) -> int:
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, file=stderr)
+
+    from .provenance import provenance
+
+    config, run, resume, extra, out = _recipe(args, _given(args))
+    data, shape = _load_data(run, config.dtype, args.quiet)
+    n_classes = int(max(data.y_train.max(initial=0), data.y_test.max(initial=0))) + 1
     if resume is None:
-        hidden = given.get("sizes", TrainConfig().sizes[1:-1])
-        n_classes = int(max(data.y_train.max(), data.y_test.max())) + 1
-        config = config._replace(sizes=(data.x_train.shape[1], *hidden, n_classes))
+        config = config._replace(sizes=(data.x_train.shape[1], *config.sizes[1:-1], n_classes))
     config = check_config(config)
+    if config.patience and config.val_fraction == 0:
+        raise _UsageError("--patience: early stopping needs a validation part, got "
+                          "--val-fraction 0 (it would pick the run on the test split)")
+    train_part: Any = slice(None)
+    if config.val_fraction > 0:  # (checked here too, before anything is written)
+        try:
+            train_part = validation_split(len(data.x_train), config.val_fraction,
+                                          config.seed)[0]
+        except ValueError as e:
+            raise ValueError(f"config.{e}") from None
+    if resume is not None and "scaling" in extra:
+        scaling = extra["scaling"]
+    else:
+        scaling = fit_scaling(run["scale"], data.x_train[train_part])
+    warning = range_warning(data.x_train, run["scale"])
+    if warning:
+        print(f"fnn: warning: {warning}", file=stderr)
+    x_train, x_test = apply_scaling(data.x_train, scaling), apply_scaling(data.x_test, scaling)
+    y_train = class_targets(data.y_train, config.loss, config.sizes[-1], config.dtype)
+    y_test = class_targets(data.y_test, config.loss, config.sizes[-1], config.dtype)
+
     out.mkdir(parents=True, exist_ok=True)
-    run = {"dataset": dataset, "limit": limit}
+    origin = provenance()
+    meta = {**run, "image_shape": list(shape), "scaling": scaling, "provenance": origin}
     ckpt = out / CHECKPOINT
     before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
     if resume is None and before is not None:
         say(f"fnn: starting a new run in {out}; its old {CHECKPOINT} will be overwritten")
-    _write_json(out / CONFIG, {"train": _config_json(config), **run})
+    if resume is None:
+        (out / BEST).unlink(missing_ok=True)  # an old run's best is not this run's
+    _write_json(out / CONFIG, config_json(config, run, origin))
 
     progress = None if args.quiet else _Progress(stderr)
-    callbacks = [checkpoint_callback(ckpt, every=args.checkpoint_every, extra=run)]
+    callbacks = [checkpoint_callback(ckpt, every=args.checkpoint_every, extra=meta),
+                 metrics_csv_callback(out / METRICS)]
+    if config.val_fraction > 0:
+        callbacks.append(best_checkpoint_callback(out / BEST, monitor=config.monitor,
+                                                  extra=meta))
     if progress is not None:
         callbacks.append(progress)
     stop: TrainingInterrupted | TrainingDiverged | None = None
     try:
-        state = fit(None, data, config, resume=resume, callbacks=callbacks)
+        state = fit(None, (x_train, y_train, x_test, y_test), config, resume=resume,
+                    callbacks=callbacks)
     except (TrainingInterrupted, TrainingDiverged) as exc:
         stop, state = exc, exc.state
     finally:
@@ -345,19 +520,34 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
         print(f"fnn: error: {stop} ({kept})", file=stderr)
         return 1
     if isinstance(stop, TrainingInterrupted):
-        save_checkpoint(ckpt, state, extra=run)
+        save_checkpoint(ckpt, state, extra=meta)
     _write_outputs(out, state, say)
     if stop is not None:
         print(f"fnn: interrupted after step {state.step}; checkpoint saved to {ckpt}. "
               f"Resume with: fnn train --resume {out}", file=stderr)
         return EXIT_INTERRUPTED
-    h = state.history
-    widths = "-".join(map(str, state.config.sizes))
-    acc = f"{100 * h.eval_accuracy[-1]:.2f}%" if h.eval_accuracy.size else "n/a"
-    print(f"final test accuracy: {acc} on {_count(len(data.y_test), 'example')} ({widths}, "
-          f"{_count(state.epoch, 'epoch')}, {_count(state.step, 'step')}, "
-          f"{state.elapsed:.1f} s); outputs in {out}")
+    print(_summary(state, len(y_test), out))
     return 0
+
+
+def _summary(state: TrainState, n_test: int, out: Path) -> str:
+    """The final line: the test result, measured once, and what the run was."""
+    c, h = state.config, state.history
+    if math.isnan(state.test_accuracy):
+        result = f"final test loss: {state.test_loss:.4g}"
+    else:
+        result = f"final test accuracy: {100 * state.test_accuracy:.2f}%"
+    text = (f"{result} on {_count(n_test, 'example')} ({'-'.join(map(str, c.sizes))}, "
+            f"{_count(state.epoch, 'epoch')}, {_count(state.step, 'step')}, "
+            f"{state.elapsed:.1f} s)")
+    if c.val_fraction > 0 and h.eval_step.size:
+        i = best_eval(getattr(h, MONITORS[c.monitor][0]).tolist(), c.monitor) or 0
+        best = (f"{h.eval_loss[i]:.4g}" if c.monitor == "val_loss"
+                else f"{100 * h.eval_accuracy[i]:.2f}%")
+        text += f"; best {c.monitor} {best} at step {h.eval_step[i]} ({BEST})"
+        if state.stopped_early:
+            text += f", stopped early: {_count(c.patience, 'evaluation')} without improvement"
+    return f"{text}; outputs in {out}"
 
 
 def _count(n: int, noun: str) -> str:
@@ -365,10 +555,43 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _config_json(config: TrainConfig) -> dict[str, Any]:
-    fields = config._asdict()
-    fields["sizes"] = list(fields["sizes"])
-    return fields
+# ---------------------------------------------------------------- eval and predict
+def _eval(args: argparse.Namespace, stderr: TextIO) -> int:
+    run = load_saved_run(args.run)
+    r = evaluate_saved(run, split=args.split, dataset=args.dataset)
+    acc = "" if math.isnan(r.accuracy) else f", accuracy {100 * r.accuracy:.2f}%"
+    print(f"{r.split}: loss {r.loss:.4f}{acc} on {_count(r.n, 'example')} "
+          f"({run.checkpoint}, step {run.state.step})")
+    if r.matrix is None:
+        return 0
+    from .confusion import format_confusion
+
+    print(format_confusion(r.matrix))
+    png = (Path(args.png) if args.png is not None
+           else run.checkpoint.parent / f"confusion-{r.split}.png")
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"fnn: matplotlib is not installed, so no {png}", file=stderr)
+        return 0
+    from .plot import plot_confusion
+
+    plot_confusion(r.matrix, png, title=f"{r.split}: {100 * r.accuracy:.2f}% "
+                   f"({run.checkpoint.name}, step {run.state.step})")
+    print(f"confusion matrix: {png}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    results = predict_files(load_saved_run(args.run), args.images)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for r in results:
+        if "class" in r:
+            print(f"{r['file']}: {r['class']} ({100 * r['probability']:.1f}%)")
+        else:
+            values = r.get("probabilities", r.get("output"))
+            print(f"{r['file']}: " + " ".join(f"{v:.4g}" for v in values))
+    return 0
 
 
 # ---------------------------------------------------------------- check
@@ -533,6 +756,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "sweep":
             return _sweep(args, stderr)
+        if args.command == "eval":
+            return _eval(args, stderr)
+        if args.command == "predict":
+            return _predict(args)
         return _train(args, stderr)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0

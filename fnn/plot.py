@@ -1,5 +1,5 @@
-"""PNGs: a run (training loss per step, validation loss and accuracy), and a sweep's
-values per config with their spread over seeds.
+"""PNGs: a run (training loss per step, validation loss and accuracy), its
+confusion matrix, and a sweep's values per config with their spread over seeds.
 
 Matplotlib is imported on first use (it is in the `data` extra), through its
 object-oriented API and the Agg canvas, so plotting never changes pyplot's global
@@ -17,7 +17,7 @@ import numpy as np
 from .checkpoint import atomic_write
 from .train import History
 
-__all__ = ["plot_history", "plot_spread"]
+__all__ = ["plot_confusion", "plot_history", "plot_spread"]
 
 
 def _moving_average(a: np.ndarray, window: int) -> np.ndarray:
@@ -25,11 +25,14 @@ def _moving_average(a: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(a, kernel, mode="valid")
 
 
-def plot_history(history: History, path: str | os.PathLike, *, title: str | None = None) -> Path:
+def plot_history(history: History, path: str | os.PathLike, *, title: str | None = None,
+                 split: str = "validation") -> Path:
     """Draw `history` into the PNG file `path` (written atomically); returns the path.
 
     Left: training loss of every step (faint) and its moving average over ~1% of the
-    run, with the validation loss, on a log scale. Right: validation accuracy in %.
+    run, with the evaluated loss, on a log scale. Right: evaluated accuracy in %.
+    split: what the evaluations ran on, for the labels ("validation", or "test" for a
+    run without a validation part).
     """
     if not isinstance(history, History):
         raise TypeError(f"history: expected an fnn.train.History, got {type(history).__name__}")
@@ -48,7 +51,7 @@ def plot_history(history: History, path: str | os.PathLike, *, title: str | None
                      label="training" if window == 1 else f"training (mean of {window} steps)")
     if history.eval_step.size:
         ax_loss.plot(history.eval_step, history.eval_loss, "o-", ms=3, color="C1",
-                     label="validation")
+                     label=split)
         acc = 100 * np.asarray(history.eval_accuracy)
         ax_acc.plot(history.eval_step, acc, "o-", ms=3, color="C1")
         ax_acc.annotate(f"{acc[-1]:.2f}%", (history.eval_step[-1], acc[-1]),
@@ -58,7 +61,7 @@ def plot_history(history: History, path: str | os.PathLike, *, title: str | None
     if loss.size and np.all(loss > 0):
         ax_loss.set_yscale("log")
     ax_loss.set(xlabel="step", ylabel="cross-entropy loss", title="loss")
-    ax_acc.set(xlabel="step", ylabel="accuracy (%)", title="validation accuracy")
+    ax_acc.set(xlabel="step", ylabel="accuracy (%)", title=f"{split} accuracy")
     if loss.size or history.eval_step.size:
         ax_loss.legend(loc="upper right")
     for ax in (ax_loss, ax_acc):
@@ -100,6 +103,37 @@ def plot_spread(labels: Sequence[str], series: Mapping[str, Sequence[Sequence[fl
     ax.grid(alpha=0.3, axis="y")
     if series:
         ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
+def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, *,
+                   title: str | None = None) -> Path:
+    """Draw a confusion matrix (int (k, k), rows the true class) into the PNG file
+    `path`, written atomically; each cell shows its count, its colour the fraction of
+    its row (so rare classes read as clearly as common ones). Returns the path."""
+    m = np.asarray(matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"matrix: expected a square 2-d array, got shape {m.shape}")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    k = m.shape[0]
+    side = min(12.0, 2.0 + 0.5 * k)
+    fig = Figure(figsize=(side + 1, side), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    rows = m.sum(axis=1, keepdims=True)
+    frac = np.divide(m, rows, out=np.zeros(m.shape), where=rows > 0)
+    image = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted class", ylabel="true class", xticks=range(k), yticks=range(k))
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
     if title:
         ax.set_title(title)
     return atomic_write(path, lambda f: fig.savefig(f, format="png"))

@@ -42,7 +42,8 @@ _EMPTY_HISTORY = History(*(np.zeros(0, dtype=np.int64 if f == "eval_step" else n
                            for f in History._fields))
 
 # Constructor arguments passed to TrainConfig unchanged (the estimator adds sizes, seed
-# and, where TrainConfig has them, activation, loss and val_fraction=0).
+# and activation, loss, and val_fraction=0: scikit-learn leaves validation to the caller,
+# as cross-validation and grid searches do).
 _CONFIG_PARAMS = (
     "epochs", "batch_size", "lr", "optimizer", "momentum", "schedule", "decay_rate",
     "decay_epochs", "warmup_steps", "weight_decay", "dtype", "backend",
@@ -91,8 +92,7 @@ class _FnnEstimator(BaseEstimator):
     def _config(self, d_in: int, d_out: int, seed: int) -> TrainConfig:
         fields = {name: getattr(self, name) for name in _CONFIG_PARAMS}
         fields.update(self._extra_config())
-        if "val_fraction" in TrainConfig._fields:
-            fields["val_fraction"] = 0.0  # the estimator trains on all it is given
+        fields["val_fraction"] = 0.0  # the estimator trains on all it is given
         return TrainConfig(sizes=(d_in, *_hidden(self.hidden), d_out), seed=seed, **fields)
 
     def _extra_config(self) -> dict[str, Any]:

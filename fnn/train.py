@@ -4,8 +4,9 @@
     state.params, state.history.eval_accuracy[-1]
     state = fit(None, data, resume=state._replace(config=...))   # or load_checkpoint(...)
 
-Reproducibility: everything random comes from `config.seed` through two independent
-streams, one for the initial params and one for the batch order of each epoch. The same
+Reproducibility: everything random comes from `config.seed` through three independent
+streams: the initial params, the batch order of each epoch, and which training examples
+are held out for validation (`validation_split`, a pure function of the seed and n). The same
 seed, config, data and backend give bit-identical params and history (wall times aside),
 and a run resumed from any `TrainState`, mid-epoch too, ends bit-identical to one that
 never stopped: the state holds the batch-order RNG's state at the start of the current
@@ -33,6 +34,7 @@ from .dropout import step_key
 from .epoch import run_epoch
 from .mlp import backprop_unchecked, forward_unchecked
 from .model import Model, make_model
+from .monitor import MONITORS, evals_since_best
 from .optim import (
     Optimizer,
     Schedule,
@@ -63,6 +65,7 @@ __all__ = [
     "make_optimizer",
     "rng_from_state",
     "steps_per_epoch",
+    "validation_split",
 ]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -92,6 +95,12 @@ class TrainConfig(NamedTuple):
         or one per hidden layer; "softmax_cross_entropy" (integer labels), "mse" or
         "sigmoid_binary_cross_entropy" (float targets (n, d_out)); dropout rates. Step s
         draws its dropout masks from the key (seed, s), so a resumed run redraws them.
+    val_fraction: the part of the training data held out, seeded, as the validation set
+        that every evaluation uses (default 1/12: 5,000 of MNIST's 60,000); the data's
+        second pair is then the test set, evaluated once at the end. 0: train on all of
+        it and evaluate on the second pair throughout (the notebook's way).
+    patience: stop early after this many evaluations in a row without a strict
+        improvement of `monitor` ("val_loss" or "val_accuracy"); 0: never.
     """
 
     sizes: tuple[int, ...] = (784, 64, 10)
@@ -113,6 +122,9 @@ class TrainConfig(NamedTuple):
     activation: str | tuple[str, ...] = "relu"
     loss: str = "softmax_cross_entropy"
     dropout: float | tuple[float, ...] = 0.0
+    val_fraction: float = 1 / 12
+    patience: int = 0
+    monitor: str = "val_loss"
 
 
 class History(NamedTuple):
@@ -121,7 +133,7 @@ class History(NamedTuple):
     loss: (steps,) training loss of each step's batch, before its update.
     lr: (steps,) learning rate of each step.
     eval_step: (evals,) int64, the number of steps done when each evaluation ran.
-    eval_loss, eval_accuracy: (evals,) on the validation set.
+    eval_loss, eval_accuracy: (evals,) on the validation set (see TrainConfig.val_fraction).
     eval_time: (evals,) seconds of wall time spent in the run so far (not reproducible).
     """
 
@@ -145,6 +157,8 @@ class TrainState(NamedTuple):
     elapsed: seconds of wall time spent training so far.
     data_fingerprint: sizes and a hash of the training labels, to refuse resuming on
         other data.
+    test_loss, test_accuracy: the final network on the test set, measured once when
+        the run finished (nan before that, without a test set, or accuracy for mse).
     """
 
     params: Params
@@ -157,10 +171,21 @@ class TrainState(NamedTuple):
     history: History
     elapsed: float
     data_fingerprint: str
+    test_loss: float = math.nan
+    test_accuracy: float = math.nan
+
+    @property
+    def stopped_early(self) -> bool:
+        """True once `config.patience` evaluations in a row have not improved on the best."""
+        c = self.config
+        if not c.patience:
+            return False
+        values = getattr(self.history, MONITORS[c.monitor][0]).tolist()
+        return evals_since_best(values, c.monitor) >= c.patience
 
     @property
     def finished(self) -> bool:
-        return self.epoch >= self.config.epochs
+        return self.epoch >= self.config.epochs or self.stopped_early
 
 
 class Event(NamedTuple):
@@ -264,6 +289,9 @@ def check_config(config: Any) -> TrainConfig:
     model = make_config_model(config)
     if model.loss.name == "softmax_cross_entropy" and sizes[-1] < 2:
         raise ValueError(f"config.sizes[-1]: expected at least 2 classes, got {sizes[-1]}")
+    if config.monitor == "val_accuracy" and model.loss.accuracy_of is None:
+        raise ValueError(f"config.monitor: loss {model.loss.name!r} has no accuracy, so "
+                         f"expected 'val_loss', got 'val_accuracy'")
     activation = (config.activation if isinstance(config.activation, str)
                   else tuple(a.name for a in model.activations))
     dropout = (float(config.dropout) if not isinstance(config.dropout, Sequence)
@@ -289,6 +317,9 @@ def check_config(config: Any) -> TrainConfig:
         dtype=dtype,
         eval_every=_int_field(config, "eval_every", 0),
         drop_last=bool(config.drop_last),
+        val_fraction=_real_field(config, "val_fraction", 0.0, 1.0, hi_open=True),
+        patience=_int_field(config, "patience", 0),
+        monitor=_choice_field(config, "monitor", tuple(MONITORS)),
     )
 
 
@@ -391,6 +422,28 @@ def _new_rng_state(seed: int) -> tuple[np.random.Generator, dict]:
     return np.random.default_rng(init_seq), np.random.default_rng(order_seq).bit_generator.state
 
 
+def validation_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) of n training examples, both int64, sorted.
+
+    round(n * val_fraction) examples are held out, drawn from the seed's third stream
+    (SeedSequence(seed).spawn(3)[2]; the first two, params and batch order, are
+    untouched), so the split is a pure function of (n, val_fraction, seed).
+    val_fraction 0 holds out nothing.
+    """
+    n = check_int(n, "n", 1)
+    val_fraction = check_real(val_fraction, "val_fraction", 0.0, 1.0, hi_open=True)
+    seed = check_int(seed, "seed", 0)
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and not 1 <= n_val < n:
+        raise ValueError(
+            f"val_fraction: expected a fraction that holds out between 1 and {n - 1} of the "
+            f"{n} training examples, got {val_fraction:g} ({n_val} examples)")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    held = np.zeros(n, dtype=bool)
+    held[rng.permutation(n)[:n_val]] = True
+    return np.flatnonzero(~held).astype(np.int64), np.flatnonzero(held).astype(np.int64)
+
+
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
 
@@ -452,9 +505,14 @@ def fit(
     """Train an MLP by minibatch gradient descent; returns the final TrainState.
 
     params: the initial network, or None to draw it from `config.seed` (Glorot).
-    data: (x, y) or (x, y, x_val, y_val); x: (n, d_in) of config.dtype, y: (n,) int
-        labels in [0, n_classes). With a validation set, the history records its loss and
-        accuracy at step 0, every `config.eval_every` steps and at each epoch end.
+    data: (x, y) or (x, y, x_test, y_test); x: (n, d_in) of config.dtype, y: (n,) int
+        labels in [0, n_classes) (float targets (n, d_out) for mse and binary
+        cross-entropy). With `config.val_fraction` > 0 that part of (x, y) is held out
+        (`validation_split`) as the validation set, and (x_test, y_test) is evaluated
+        once, when the run finishes (TrainState.test_loss, test_accuracy). With
+        val_fraction 0 the evaluations run on (x_test, y_test) itself. The history
+        records the validation loss and accuracy at step 0, every `config.eval_every`
+        steps and at each epoch end; `config.patience` stops on them.
     config: a TrainConfig; None means TrainConfig() or, when resuming, resume.config.
     resume: a TrainState to continue (params must then be None). Only the fields in
         RESUMABLE_CHANGES of its config may differ from `config`.
@@ -490,13 +548,26 @@ def fit(
         sizes = (params[0].w.shape[0], *(p.w.shape[1] for p in params))
         if sizes != config.sizes:
             raise ValueError(f"params: expected sizes {config.sizes} (config.sizes), got {sizes}")
-    x, y, x_val, y_val = _check_data(data, params, dtype, make_config_model(config))
+    x, y, x_test, y_test = _check_data(data, params, dtype, make_config_model(config))
+    # The fingerprint is of all the training data given: the held-out part is a pure
+    # function of the seed and n, so the same data means the same split.
+    fingerprint = _fingerprint(x, y)
+    if config.val_fraction > 0:
+        try:
+            train_idx, val_idx = validation_split(x.shape[0], config.val_fraction, config.seed)
+        except ValueError as e:
+            raise ValueError(f"config.{e}") from None
+        x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    else:
+        x_val, y_val = x_test, y_test
+    if config.patience and x_val is None:
+        raise ValueError("config.patience: early stopping needs a validation set "
+                         "(val_fraction > 0, or data with a second pair), got none")
     if steps_per_epoch(x.shape[0], config.batch_size, config.drop_last) == 0:
         raise ValueError(
             f"config.batch_size: {config.batch_size} with drop_last leaves no batch of "
             f"{x.shape[0]} training examples"
         )
-    fingerprint = _fingerprint(x, y)
     optimizer, schedule = make_optimizer(config, x.shape[0])
     if resume is None:
         state = TrainState(params, optimizer.init(params), rng_state, 0, 0, 0, config,
@@ -508,7 +579,8 @@ def fit(
                 f"got ({fingerprint})"
             )
         state = resume._replace(config=config)
-    return _run(state, (x, y, x_val, y_val), optimizer, schedule, tuple(callbacks))
+    return _run(state, (x, y, x_val, y_val, x_test, y_test), optimizer, schedule,
+                tuple(callbacks))
 
 
 def _run(
@@ -519,7 +591,7 @@ def _run(
     callbacks: tuple[Callback, ...],
 ) -> TrainState:
     """The training loop over validated inputs."""
-    x, y, x_val, y_val = data
+    x, y, x_val, y_val, x_test, y_test = data
     config = state.config
     ops = get_ops(config.backend)
     model = make_config_model(config)
@@ -534,6 +606,14 @@ def _run(
     cur = _Cursor(state.params, state.opt_state, state.step, state.epoch, state.batch,
                   state.rng_state)
     t0 = time.perf_counter() - state.elapsed
+    test = (math.nan, math.nan)  # measured once the run has finished
+    by_loss = MONITORS[config.monitor][0] == "eval_loss"
+
+    def stop_early() -> bool:
+        if not config.patience:
+            return False
+        values = [e[1] if by_loss else e[2] for e in evals]
+        return evals_since_best(values, config.monitor) >= config.patience
 
     def snapshot(c: _Cursor | None = None) -> TrainState:
         c = cur if c is None else c  # one read of the committed position
@@ -545,7 +625,7 @@ def _run(
             *(np.array([e[k] for e in ev], dtype=np.float64) for k in (1, 2, 3)),
         )
         return TrainState(c.params, c.opt_state, c.rng_state, c.step, c.epoch, c.batch, config,
-                          history, time.perf_counter() - t0, state.data_fingerprint)
+                          history, time.perf_counter() - t0, state.data_fingerprint, *test)
 
     def notify(kind: str) -> None:
         if callbacks:
@@ -574,7 +654,7 @@ def _run(
         if cur.step == 0 and not evals and (ev := measure(cur.params, 0)):
             evals.append(ev)
         notify("start")
-        while cur.epoch < config.epochs:
+        while cur.epoch < config.epochs and not stop_early():
             rng = rng_from_state(cur.rng_state)
             batches = batch_indices(n, bs, rng, drop_last=config.drop_last)
             next_rng_state = rng.bit_generator.state
@@ -627,6 +707,10 @@ def _run(
                     notify("eval")
                 if end:
                     notify("epoch")
+                if ev and stop_early():
+                    break
+        if x_test is not None:
+            test = _evaluate(ops, cur.params, model, x_test, y_test)
         final = snapshot()
         notify("end")
         return final

@@ -26,7 +26,7 @@ from fnn.train import TrainConfig, TrainingInterrupted, fit
 
 DATA = blobs(seed=3)
 CONFIG = TrainConfig(sizes=(12, 16, 3), epochs=2, batch_size=32, lr=0.01, optimizer="adam",
-                     schedule="cosine", eval_every=3)
+                     schedule="cosine", eval_every=3, val_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +240,34 @@ def test_a_well_formed_file_with_inconsistent_content(saved):
 def test_checkpoint_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)
     assert fnn.checkpoint.CheckpointError is CheckpointError
+
+
+def test_test_metrics_and_the_best_checkpoint(tmp_path, monkeypatch):
+    import fnn.checkpoint as ckpt
+
+    config = CONFIG._replace(val_fraction=0.25, epochs=6, lr=0.3, optimizer="sgd")
+    saves, real_save = [], ckpt.save_checkpoint
+
+    def spy_save(path, state, **kwargs):
+        saves.append(state.step)
+        return real_save(path, state, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", spy_save)
+    best = ckpt.best_checkpoint_callback(tmp_path / "best.npz", monitor="val_accuracy",
+                                         extra={"kind": "best"})
+    state = fit(None, DATA, config, callbacks=[best])
+    monkeypatch.undo()
+    acc = state.history.eval_accuracy
+    # Saved at every evaluation that is a strict new best, step 0 included.
+    running = [i for i in range(acc.size) if i == 0 or acc[i] > acc[:i].max()]
+    assert saves == state.history.eval_step[running].tolist()
+    loaded, extra = read_checkpoint(tmp_path / "best.npz")
+    assert extra == {"kind": "best"} and loaded.step == saves[-1]
+    assert loaded.history.eval_accuracy[-1] == acc.max()
+    # The final state keeps its test metrics through a checkpoint.
+    save_checkpoint(tmp_path / "last.npz", state)
+    last = load_checkpoint(tmp_path / "last.npz")
+    assert (last.test_loss, last.test_accuracy) == (state.test_loss, state.test_accuracy)
+    assert not np.isnan(last.test_loss)
+    with pytest.raises(ValueError, match="monitor: expected one of"):
+        ckpt.best_checkpoint_callback(tmp_path / "x.npz", monitor="loss")

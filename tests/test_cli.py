@@ -47,25 +47,32 @@ def test_train_writes_checkpoint_history_config_and_plot(tmp_path, capsys):
     assert state.history.loss.tolist() == history["loss"]
     png = (tmp_path / "training.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    accuracy = 100 * history["eval_accuracy"][-1]
+    # The test split is measured once, at the end; the evaluations were on validation.
+    accuracy = 100 * state.test_accuracy
     assert out.startswith(f"final test accuracy: {accuracy:.2f}% on 10000 examples (784-64-10")
+    assert "2 epochs, 20 steps" in out and "best val_loss" in out
     assert len(out.splitlines()) == 1
+    assert state.test_accuracy != state.history.eval_accuracy[-1]
+    assert (history["test_loss"], history["test_accuracy"]) == (state.test_loss,
+                                                                state.test_accuracy)
 
 
 def test_progress_bar_on_stderr_with_loss_and_accuracy(tmp_path, capsys):
     argv = [a for a in TINY if a != "--quiet"]
     code, out, err = run(capsys, *argv, "--epochs", 1, "--hidden", "32,16", "--out", tmp_path)
     assert code == 0 and len(out.splitlines()) == 1 and "(784-32-16-10" in out
-    assert "10/10" in err and "loss=" in err and "test_acc=" in err
+    assert "10/10" in err and "loss=" in err and "val_acc=" in err and "test_acc" not in err
+    code, out, err = run(capsys, *argv, "--epochs", 1, "--val-fraction", 0, "--out", tmp_path)
+    assert code == 0 and "test_acc=" in err  # no validation part: the notebook's way
 
 
 def test_no_arguments_train_the_notebook_net_on_the_shipped_mnist(tmp_path, monkeypatch, capsys):
     seen = {}
     real_fit, real_load = fnn.cli.fit, fnn.cli._load_data
 
-    def load(dataset, dtype, limit, quiet):
-        seen["data"] = (dataset, dtype, limit)
-        return real_load(dataset, dtype, 128, quiet)  # keep the test quick
+    def load(run, dtype, quiet, **kwargs):
+        seen["data"] = (run["dataset"], dtype, run["limit"])
+        return real_load({**run, "limit": 128}, dtype, quiet, **kwargs)  # keep it quick
 
     def spy_fit(params, data, config, **kwargs):
         seen["config"] = config

@@ -207,7 +207,7 @@ def test_defaults_reproduce_the_outputs_from_before_models_were_data(explicit):
         q, losses = fnn.sgd_epoch(p, x, y, np.arange(13)[::-1].copy(), 4, 0.1, **kw)
         got[f"sgd_epoch-{dt}"] = _digest(losses, *[a for l in q for a in l])
         cfg = fnn.TrainConfig(sizes=(20, 16, 8, 5), epochs=2, batch_size=4, dtype=dt,
-                              optimizer="nesterov", **kw)
+                              optimizer="nesterov", val_fraction=0.0, **kw)
         st = fnn.fit(None, (x, y, x, y), cfg)
         got[f"fit-{dt}"] = _digest(st.history.loss, st.history.eval_loss,
                                    *[a for l in st.params for a in l])
@@ -401,7 +401,7 @@ def test_a_tanh_net_fits_a_smooth_function_with_mse():
     y = (np.sin(x[:, :1]) * np.cos(x[:, 1:])).astype(np.float64)
     cfg = fnn.TrainConfig(sizes=(2, 32, 32, 1), epochs=60, batch_size=32, lr=0.05,
                           optimizer="nesterov", activation="tanh", loss="mse",
-                          dtype="float64")
+                          dtype="float64", val_fraction=0.0)
     state = fnn.fit(None, (x[:1500], y[:1500], x[1500:], y[1500:]), cfg)
     baseline = float(np.mean((y[1500:] - y[:1500].mean()) ** 2))
     assert state.history.eval_loss[-1] < 0.02 * baseline  # explains > 98 % of the variance

@@ -19,6 +19,7 @@ from fnn.train import (
     TrainingInterrupted,
     evaluate,
     fit,
+    validation_split,
 )
 
 BACKENDS = ["numba", "numpy"]
@@ -34,7 +35,9 @@ def blobs(seed=0, n=300, n_val=120, d=12, k=3, dtype=np.float32):
 
 
 DATA = blobs()
-CONFIG = TrainConfig(sizes=(12, 16, 3), epochs=3, batch_size=32, lr=0.1, eval_every=4)
+# val_fraction 0: evaluate on the second pair, as fit did before validation splits.
+CONFIG = TrainConfig(sizes=(12, 16, 3), epochs=3, batch_size=32, lr=0.1, eval_every=4,
+                     val_fraction=0.0)
 
 
 def same_run(a, b):
@@ -280,6 +283,82 @@ def test_a_huge_learning_rate_diverges_with_a_clear_error():
     assert isinstance(info.value, FloatingPointError)
 
 
+# ---------------------------------------------------------------- validation split
+def test_validation_split_is_a_seeded_partition():
+    train, val = validation_split(300, 1 / 12, 5)
+    assert val.size == 25 and train.size == 275 and train.dtype == val.dtype == np.int64
+    assert np.array_equal(np.sort(np.concatenate([train, val])), np.arange(300))
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
+    again = validation_split(300, 1 / 12, 5)
+    assert np.array_equal(again[1], val)
+    assert not np.array_equal(validation_split(300, 1 / 12, 6)[1], val)
+    assert validation_split(300, 0.0, 5)[1].size == 0
+    # MNIST's default: 5,000 of 60,000.
+    assert validation_split(60_000, 1 / 12, 0)[1].size == 5_000
+
+
+def test_fit_holds_out_the_validation_part_and_measures_the_test_set_once():
+    x, y, xt, yt = DATA
+    config = CONFIG._replace(val_fraction=0.2, epochs=2)
+    state = fit(None, DATA, config)
+    train, val = validation_split(300, 0.2, config.seed)
+    # The same bits as training on the training part alone: the params and batch-order
+    # streams are those of val_fraction 0, and the split is exactly `validation_split`'s.
+    alone = fit(None, (x[train], y[train], x[val], y[val]), config._replace(val_fraction=0.0))
+    same_run(state, alone)
+    assert state.step == 2 * 8  # ceil(240 / 32) batches an epoch
+    h = state.history
+    assert (h.eval_loss[-1], h.eval_accuracy[-1]) == evaluate(state.params, x[val], y[val])
+    assert (state.test_loss, state.test_accuracy) == evaluate(state.params, xt, yt)
+    assert state.test_loss != h.eval_loss[-1]
+    # Without a test set there is nothing to measure; with val_fraction 0 the test set is
+    # the evaluation set, as the notebook had it.
+    assert math.isnan(fit(None, DATA[:2], config).test_loss)
+    zero = fit(None, DATA, CONFIG)
+    assert zero.test_loss == zero.history.eval_loss[-1]
+
+
+def test_interrupted_run_has_no_test_metrics_and_resumes_to_them():
+    config = CONFIG._replace(val_fraction=0.25)
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(None, DATA, config, callbacks=[interrupt_at(5)])
+    assert math.isnan(info.value.state.test_loss)
+    same_run(fit(None, DATA, resume=info.value.state), full := fit(None, DATA, config))
+    assert fit(None, DATA, resume=info.value.state).test_loss == full.test_loss
+
+
+def _accuracies(state):
+    return state.history.eval_accuracy.tolist()
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_early_stopping_stops_patience_evaluations_after_the_best(monitor):
+    # A big lr on an easy problem: the validation metric stops improving early.
+    config = CONFIG._replace(val_fraction=0.25, epochs=40, lr=0.5, eval_every=5,
+                             patience=3, monitor=monitor)
+    state = fit(None, DATA, config)
+    values = state.history.eval_loss if monitor == "val_loss" else state.history.eval_accuracy
+    values = values.tolist()
+    best = (int(np.argmin(values)) if monitor == "val_loss" else int(np.argmax(values)))
+    assert state.stopped_early and state.finished and state.epoch < 40
+    assert len(values) - 1 - best == 3  # exactly `patience` evaluations after the best
+    assert not math.isnan(state.test_loss)
+    # Each earlier evaluation had fewer than 3 since the best: it did not stop sooner.
+    for k in range(1, len(values) - 1):
+        prefix = values[:k + 1]
+        b = int(np.argmin(prefix)) if monitor == "val_loss" else int(np.argmax(prefix))
+        assert k - b < 3
+    # Resumed from mid-run, it stops at the same step with the same bits.
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(None, DATA, config, callbacks=[interrupt_at(state.step // 2)])
+    same_run(fit(None, DATA, resume=info.value.state), state)
+    # A stopped run resumed stays stopped, and still measures the same test set.
+    again = fit(None, DATA, resume=state)
+    assert again.step == state.step and again.test_loss == state.test_loss
+    # Without patience the same run goes on.
+    assert fit(None, DATA, config._replace(patience=0, epochs=state.epoch + 2)).step > state.step
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("change, error, match", [
     ({"epochs": 0}, ValueError, "config.epochs"),
@@ -299,10 +378,26 @@ def test_a_huge_learning_rate_diverges_with_a_clear_error():
     ({"dtype": "float64"}, TypeError, "data.x: expected dtype float64"),
     ({"sizes": (10, 3)}, ValueError, "data.x: expected 10 features"),
     ({"batch_size": 301, "drop_last": True}, ValueError, "no batch"),
+    ({"val_fraction": 1.0}, ValueError, r"config.val_fraction: expected a value in \[0.0, 1.0\)"),
+    ({"val_fraction": -0.1}, ValueError, "config.val_fraction"),
+    ({"val_fraction": "10%"}, TypeError, "config.val_fraction"),
+    ({"val_fraction": 0.001}, ValueError, "config.val_fraction: expected a fraction that holds out"),
+    ({"patience": -1}, ValueError, "config.patience: expected an int >= 0"),
+    ({"patience": 1.5}, TypeError, "config.patience"),
+    ({"monitor": "loss"}, ValueError, r"config.monitor: expected one of \('val_loss'"),
 ])
 def test_bad_config_is_rejected_before_training(change, error, match):
     with pytest.raises(error, match=match):
         fit(None, DATA, CONFIG._replace(**change))
+
+
+def test_early_stopping_needs_a_validation_set_and_an_accuracy_to_monitor():
+    with pytest.raises(ValueError, match=r"config\.patience: early stopping needs a validation"):
+        fit(None, DATA[:2], CONFIG._replace(patience=2))
+    x = DATA[0]
+    with pytest.raises(ValueError, match=r"config\.monitor: loss 'mse' has no accuracy"):
+        fit(None, (x, x[:, :3].astype(np.float32)),
+            CONFIG._replace(loss="mse", monitor="val_accuracy"))
 
 
 def test_bad_data_and_params_are_rejected():
@@ -350,5 +445,7 @@ def test_one_epoch_of_mnist_reaches_93_percent():
     data = load_mnist()
     start = time.perf_counter()
     state = fit(None, data, TrainConfig(epochs=1, optimizer="nesterov", lr=0.05, seed=0))
-    assert state.history.eval_accuracy[-1] >= 0.93, state.history.eval_accuracy
+    # Validation: 5,000 held-out training images; the test set is measured once, at the end.
+    assert len(data.y_train) - round(len(data.y_train) / 12) == 55_000
+    assert state.test_accuracy >= 0.93, (state.test_accuracy, state.history.eval_accuracy)
     assert time.perf_counter() - start < 60
