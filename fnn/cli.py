@@ -634,7 +634,8 @@ def _add_sweep_parser(commands: Any) -> None:
     add("--limit", type=_int_at_least(1), default=None, metavar="N",
         help="train on the first N training examples only (quick runs)")
     add("--val-fraction", type=_real(0.0, 1.0), default=None, metavar="X",
-        help="share of the training examples held out for validation (default: 1/12)")
+        help="share of the training examples each run holds out for validation, as "
+        "--set val_fraction=X (default: TrainConfig's 1/12)")
     add("--checkpoint-every", type=_int_at_least(0), default=None, metavar="N",
         help="also checkpoint each run every N steps (0: each epoch end) so that an "
         "interrupted run resumes mid-way (default: a checkpoint when a run ends)")
@@ -682,12 +683,14 @@ def _sweep_pairs(options: Sequence[str], flag: str, many: bool) -> dict[str, Any
 
 
 def _sweep(args: argparse.Namespace, stderr: TextIO) -> int:
-    from .sweep import DEFAULT_VAL_FRACTION, RunResult, dask_executor, parse_seeds, sweep
+    from .sweep import RunResult, dask_executor, parse_seeds, sweep
 
     grid = _sweep_pairs(args.grid, "--grid", True)
     fixed = _sweep_pairs(args.set, "--set", False)
     if not grid:
         raise _UsageError("--grid: expected at least one KEY=V1,V2,... (e.g. lr=0.05,0.1)")
+    if args.val_fraction is not None:
+        fixed.setdefault("val_fraction", args.val_fraction)
     clash = sorted(set(grid) & set(fixed))
     if clash:
         raise _UsageError(f"--set {clash[0]}: also given in --grid")
@@ -698,7 +701,8 @@ def _sweep(args: argparse.Namespace, stderr: TextIO) -> int:
     if not seeds:
         raise _UsageError(f"--seeds: expected at least one seed, got {args.seeds!r}")
     dtype = fixed.get("dtype", TrainConfig().dtype)
-    data = _load_data(args.dataset, dtype, args.limit, True)
+    data, _ = _load_data({**DATA_DEFAULTS, "dataset": args.dataset, "limit": args.limit},
+                         dtype, True)
     hidden = fixed.pop("hidden", TrainConfig().sizes[1:-1])
     n_classes = int(max(data.y_train.max(), data.y_test.max())) + 1
     base = TrainConfig(sizes=(data.x_train.shape[1], *hidden, n_classes))._replace(**fixed)
@@ -718,9 +722,7 @@ def _sweep(args: argparse.Namespace, stderr: TextIO) -> int:
         print(f"[{done[0]}/{total}] {run.name}: {what}", file=stderr, flush=True)
 
     options = {"out": args.out, "data": args.dataset, "limit": args.limit, "on_run": report,
-               "jobs": args.jobs, "checkpoint_every": args.checkpoint_every,
-               "val_fraction": (DEFAULT_VAL_FRACTION if args.val_fraction is None
-                                else args.val_fraction)}
+               "jobs": args.jobs, "checkpoint_every": args.checkpoint_every}
     try:
         if args.dask is None:
             result = sweep(base, grid, seeds, **options)

@@ -31,10 +31,10 @@ usual `if __name__ == "__main__":` guard.
 The run-folder files are written with `fnn.cli`'s helpers, imported inside functions:
 `fnn.cli` imports the package's top (for __version__), which imports this module.
 
-Validation metrics: until `fit` has a validation split of its own, the sweep holds out
-the last `val_fraction` of the training examples (`_holdout`), trains on the rest with
-the hold-out as fit's validation set, and `_run_metrics` reads the validation and test
-metrics of the final params. Those two functions are the only places that know.
+Validation: each run is `fit` with its config's `val_fraction` (TrainConfig's default
+1/12, or a grid key), so fit holds out its own seeded validation part of the training
+examples, evaluates on it, and measures the test split once at the end; `_run_metrics`
+reads the last validation evaluation and that test measurement.
 """
 
 from __future__ import annotations
@@ -59,13 +59,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .checkpoint import CheckpointError, atomic_write, read_checkpoint
+from .run_config import config_json
+from .runs import DATA_DEFAULTS, load_run_data
 from .train import (
     TrainConfig,
     TrainingDiverged,
     TrainState,
     check_config,
-    evaluate,
     fit,
+    validation_split,
 )
 from .validate import check_int, check_real
 
@@ -73,7 +75,6 @@ if TYPE_CHECKING:  # the pool's module imports multiprocessing: only when a swee
     from concurrent.futures import ProcessPoolExecutor
 
 __all__ = [
-    "DEFAULT_VAL_FRACTION",
     "METRICS",
     "ConfigSummary",
     "RunResult",
@@ -84,8 +85,6 @@ __all__ = [
     "sweep",
 ]
 
-#: The share of the training examples held out for validation (5,000 of MNIST's 60,000).
-DEFAULT_VAL_FRACTION = 1 / 12
 #: What each run measures, in runs.csv's and the summaries' order.
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "seconds")
 RESULT = "result.json"
@@ -107,7 +106,8 @@ class RunResult(NamedTuple):
     name: its folder under the sweep's `out`. point: the grid values of this run, by grid
     key. config: the full TrainConfig (seed included). status: "done" (trained now),
     "resumed" (continued from a checkpoint), "skipped" (finished before), "failed".
-    val_*, test_*: metrics of the final params (nan when failed, or val_fraction 0).
+    val_*: the last validation evaluation (nan when failed, or with val_fraction 0).
+    test_*: the final params on the test split (nan when failed).
     seconds: training wall time (not reproducible). steps: updates done. error: why it
     failed ("" otherwise).
     """
@@ -167,7 +167,6 @@ class _Task(NamedTuple):
     config: TrainConfig
     dataset: str | None
     limit: int | None
-    val_fraction: float
     data_key: str
     checkpoint_every: int | None
     arrays: tuple[np.ndarray, ...] | None
@@ -287,9 +286,13 @@ def _dataset(data: Any, limit: int | None) -> tuple[str | None, tuple[np.ndarray
 
 
 def _load(dataset: str | None, limit: int | None, dtype: str) -> tuple[np.ndarray, ...]:
-    from .cli import _load_data  # lazily: cli imports the package (see _write_run)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    return tuple(load_run_data(_data_options(dataset, limit), dtype)[0])
 
-    return tuple(_load_data(dataset, dtype, limit, True))
+
+def _data_options(dataset: str | None, limit: int | None) -> dict[str, Any]:
+    """The run's data options as `fnn train` records them (config.json, `--config`)."""
+    return {**DATA_DEFAULTS, "dataset": dataset, "limit": limit}
 
 
 def _as_dtype(arrays: tuple[np.ndarray, ...], dtype: str) -> tuple[np.ndarray, ...]:
@@ -297,10 +300,10 @@ def _as_dtype(arrays: tuple[np.ndarray, ...], dtype: str) -> tuple[np.ndarray, .
     return (x.astype(dtype, copy=False), y, x_test.astype(dtype, copy=False), y_test)
 
 
-def _data_key(arrays: tuple[np.ndarray, ...], val_fraction: float) -> str:
+def _data_key(arrays: tuple[np.ndarray, ...]) -> str:
     """Identifies the data a run trained and was measured on (to refuse reusing a run
-    folder made from other data): a hash of every array and the hold-out."""
-    digest = hashlib.sha256(f"val_fraction={val_fraction!r}".encode())
+    folder made from other data): a hash of every array."""
+    digest = hashlib.sha256()
     for a in arrays:
         a = np.ascontiguousarray(a)
         digest.update(f"{a.dtype.str}{a.shape}".encode())
@@ -308,36 +311,17 @@ def _data_key(arrays: tuple[np.ndarray, ...], val_fraction: float) -> str:
     return digest.hexdigest()[:32]
 
 
-def _holdout(arrays: tuple[np.ndarray, ...],
-             val_fraction: float) -> tuple[tuple[np.ndarray | None, ...], tuple[np.ndarray, ...]]:
-    """((x_train, y_train, x_val, y_val), (x_test, y_test)): the last val_fraction of the
-    training examples (rounded, at least one) held out for validation; none when 0.
-
-    The tail, not a seeded draw: every config and seed of a sweep is compared on the same
-    validation examples. To switch to fit's own split, change this and `_run_metrics`.
-    """
-    x, y, x_test, y_test = arrays
-    n_val = 0 if val_fraction == 0 else max(1, round(val_fraction * x.shape[0]))
-    if n_val == 0:
-        return (x, y, None, None), (x_test, y_test)
-    if n_val >= x.shape[0]:
-        raise ValueError(f"val_fraction: {val_fraction} of {x.shape[0]} training examples "
-                         "leaves none to train on")
-    cut = x.shape[0] - n_val
-    return (x[:cut], y[:cut], x[cut:], y[cut:]), (x_test, y_test)
-
-
-def _run_metrics(state: TrainState, fit_data: tuple[np.ndarray | None, ...],
-                 test: tuple[np.ndarray, ...]) -> dict[str, float]:
-    """The validation and test metrics of a finished run's final params."""
-    c = state.config
-    metrics = {}
-    for prefix, (x, y) in (("val", fit_data[2:]), ("test", test)):
-        loss, acc = ((math.nan, math.nan) if x is None else
-                     evaluate(state.params, x, y, activation=c.activation, loss=c.loss,
-                              backend=c.backend))
-        metrics[f"{prefix}_loss"], metrics[f"{prefix}_accuracy"] = loss, acc
-    return metrics
+def _run_metrics(state: TrainState) -> dict[str, float]:
+    """A finished run's last validation evaluation and its test measurement. With
+    val_fraction 0, fit evaluated on the test split itself: that is the test metric."""
+    h = state.history
+    last = (float(h.eval_loss[-1]), float(h.eval_accuracy[-1]))
+    if state.config.val_fraction > 0:
+        val, test = last, (state.test_loss, state.test_accuracy)
+    else:
+        val, test = (math.nan, math.nan), last
+    return {"val_loss": val[0], "val_accuracy": val[1], "test_loss": test[0],
+            "test_accuracy": test[1]}
 
 
 # ---------------------------------------------------------------- one run (in a worker)
@@ -398,30 +382,30 @@ def _run_one(task: _Task) -> dict[str, Any]:
     """Train one run in its folder; returns its result (as result.json holds it). Never
     raises for a failing run: the error goes into the result."""
     from .checkpoint import checkpoint_callback, save_checkpoint
-    from .cli import CHECKPOINT, CONFIG, HISTORY, _config_json, _json_history, _write_json
+    from .cli import CHECKPOINT, CONFIG, HISTORY, _json_history, _write_json
 
     out = Path(task.run_dir)
-    result: dict[str, Any] = {"config": _config_json(task.config), "data": task.data_key,
+    result: dict[str, Any] = {"config": _train_json(task.config), "data": task.data_key,
                               **dict.fromkeys(METRICS, math.nan), "steps": 0, "error": ""}
     try:
-        fit_data, test = _holdout(_task_data(task), task.val_fraction)
+        arrays = _task_data(task)
         out.mkdir(parents=True, exist_ok=True)
         ckpt = out / CHECKPOINT
         resume = _resumable(ckpt, task)
-        extra = {"dataset": task.dataset, "limit": task.limit, "data": task.data_key,
-                 "val_fraction": task.val_fraction}
-        _write_json(out / CONFIG, {"train": _config_json(task.config), **extra})
+        extra = {"dataset": task.dataset, "limit": task.limit, "data": task.data_key}
+        _write_json(out / CONFIG, config_json(task.config,
+                                              _data_options(task.dataset, task.limit)))
         callbacks = ([] if task.checkpoint_every is None else
                      [checkpoint_callback(ckpt, every=task.checkpoint_every, extra=extra)])
         try:
-            state = fit(None, fit_data, None if resume else task.config, resume=resume,
+            state = fit(None, arrays, None if resume else task.config, resume=resume,
                         callbacks=callbacks)
         except TrainingDiverged as exc:
             _write_json(out / HISTORY, _json_history(exc.state), one_line_values=True)
             raise
         save_checkpoint(ckpt, state, extra=extra)
         _write_json(out / HISTORY, _json_history(state), one_line_values=True)
-        result.update(_run_metrics(state, fit_data, test), seconds=state.elapsed,
+        result.update(_run_metrics(state), seconds=state.elapsed,
                       steps=state.step, status="resumed" if resume else "done")
     except Exception as exc:  # recorded in the run's row; the other runs go on
         result.update(status="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
@@ -431,16 +415,20 @@ def _run_one(task: _Task) -> dict[str, Any]:
     return result
 
 
+def _train_json(config: TrainConfig) -> dict[str, Any]:
+    return config_json(config, {})["train"]
+
+
 def _finished(run_dir: Path, config: TrainConfig, data_key: str) -> dict | None:
     """A run folder's earlier result if it finished this config on this data."""
-    from .cli import CHECKPOINT, _config_json
+    from .cli import CHECKPOINT
 
     try:
         result = json.loads((run_dir / RESULT).read_text())
     except (OSError, ValueError):
         return None
     if (not isinstance(result, dict) or result.get("status") == "failed"
-            or result.get("config") != json.loads(json.dumps(_config_json(config)))
+            or result.get("config") != json.loads(json.dumps(_train_json(config)))
             or result.get("data") != data_key):  # (through JSON: tuples read back as lists)
         return None
     try:
@@ -640,7 +628,6 @@ def sweep(
     out: str | os.PathLike = "runs/sweep",
     data: Any = None,
     limit: int | None = None,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
     jobs: int | None = None,
     checkpoint_every: int | None = None,
     warm: bool = True,
@@ -664,7 +651,6 @@ def sweep(
         (x_train, y_train, x_test, y_test); sent once to each pool worker, and with each
         run to a foreign executor).
     limit: train on the first `limit` training examples only (before the hold-out).
-    val_fraction: the share of training examples held out for validation, in [0, 1).
     jobs: pool size (default: os.cpu_count()); ignored with an executor.
     checkpoint_every: None saves a run's checkpoint when it ends (epochs then run as one
         compiled loop); 0 also at each epoch end, N also every N steps, so that an
@@ -683,7 +669,6 @@ def sweep(
                         f"{type(executor).__name__}")
     if limit is not None:
         limit = check_int(limit, "limit", 1)
-    val_fraction = check_real(val_fraction, "val_fraction", 0.0, 1.0, hi_open=True)
     jobs = check_int((os.cpu_count() or 1) if jobs is None else jobs, "jobs", 1)
     if checkpoint_every is not None:
         checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 0)
@@ -696,16 +681,19 @@ def sweep(
         if config.sizes[0] != d_in:
             raise ValueError(f"grid[{_label(point)}]: config.sizes[0]: expected the data's "
                              f"{d_in} features, got {config.sizes[0]}")
-    _holdout(here, val_fraction)  # refuses a hold-out that leaves nothing to train on
-    data_key = _data_key(here, val_fraction)
+    for point, config in zip(points, configs):  # a hold-out that leaves nothing to train on
+        try:
+            validation_split(here[0].shape[0], config.val_fraction, 0)
+        except ValueError as exc:
+            raise ValueError(f"grid[{_label(point)}]: {exc}") from None
+    data_key = _data_key(here)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sweep_json = json.dumps({
         "base_config": {**base._asdict(), "sizes": list(base.sizes)},
         "grid": {k: [_show(v) for v in grid[k]] for k in keys}, "seeds": list(seeds),
-        "dataset": dataset, "limit": limit, "val_fraction": val_fraction,
-        "data": data_key}, indent=1) + "\n"
+        "dataset": dataset, "limit": limit, "data": data_key}, indent=1) + "\n"
     atomic_write(out / SWEEP_JSON, lambda f: f.write(sweep_json.encode()))
 
     slots: dict[str, RunResult | None] = {}
@@ -721,7 +709,7 @@ def sweep(
                 slots[name] = _result(name, point, run_config, {**earlier, "status": "skipped"})
             else:
                 tasks.append(_Task(name, str(out / name), run_config, dataset, limit,
-                                   val_fraction, data_key, checkpoint_every, None))
+                                   data_key, checkpoint_every, None))
     point_of = {name: point for name, point, _ in order}
 
     def finished_runs() -> list[RunResult]:

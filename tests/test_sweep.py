@@ -27,7 +27,7 @@ from fnn.sweep import dask_executor, parse_seeds, sweep
 pytest.importorskip("datasets")
 
 ROOT = Path(__file__).resolve().parent.parent
-N_TRAIN, N_VAL = 640, 53  # the hold-out: round(640 / 12) = 53, the last rows
+N_TRAIN, N_VAL = 640, 53  # fit's validation part: round(640 / 12) = 53, seeded
 BASE = fnn.TrainConfig(epochs=2, batch_size=64)
 GRID = {"hidden": [(16,), (8, 8)], "lr": [0.05]}
 
@@ -39,12 +39,10 @@ def data():
 
 
 def alone(data, hidden, lr, seed, epochs=2):
-    """The run as a user would make it by hand: fit on all but the last 53 training
-    examples, those as validation."""
-    cut = N_TRAIN - N_VAL
+    """The run as a user would make it alone: fit holds out its validation part (the
+    default val_fraction 1/12) and measures the test split at the end."""
     config = BASE._replace(sizes=(784, *hidden, 10), lr=lr, seed=seed, epochs=epochs)
-    return fnn.fit(None, (data.x_train[:cut], data.y_train[:cut], data.x_train[cut:],
-                          data.y_train[cut:]), config)
+    return fnn.fit(None, data, config)
 
 
 def assert_same_run(run_dir, expected, data):
@@ -74,8 +72,11 @@ def check_sweep(result, data, out):
         expected = alone(data, run.point["hidden"], 0.05, run.config.seed)
         assert_same_run(out / run.name, expected, data)
         # The metrics are those of the final params, on the hold-out and the test set.
-        val = fnn.evaluate(expected.params, data.x_train[-N_VAL:], data.y_train[-N_VAL:])
+        _, held = fnn.validation_split(N_TRAIN, 1 / 12, run.config.seed)
+        assert held.size == N_VAL
+        val = fnn.evaluate(expected.params, data.x_train[held], data.y_train[held])
         test = fnn.evaluate(expected.params, data.x_test, data.y_test)
+        assert test == (expected.test_loss, expected.test_accuracy)
         assert (run.val_loss, run.val_accuracy) == val
         assert (run.test_loss, run.test_accuracy) == test
         assert val[1] == expected.history.eval_accuracy[-1]
@@ -203,14 +204,11 @@ def test_killed_sweep_resumes_to_the_same_results(data, tmp_path):
     assert rows[names[0]]["status"] == "skipped"
     assert rows[names[1]]["status"] in ("resumed", "skipped")
     assert rows[names[-1]]["status"] == "done"
-    cut = N_TRAIN - N_VAL
-    d = data
     for name in names:
         hidden = (16,) if "=16," in name else (8, 8)
         seed = int(name[-1])
         config = fnn.TrainConfig(sizes=(784, *hidden, 10), epochs=20, seed=seed)
-        expected = fnn.fit(None, (d.x_train[:cut], d.y_train[:cut], d.x_train[cut:],
-                                  d.y_train[cut:]), config)
+        expected = fnn.fit(None, data, config)
         assert_same_run(tmp_path / name, expected, data)
         assert float(rows[name]["val_accuracy"]) == expected.history.eval_accuracy[-1]
 
@@ -253,8 +251,9 @@ def test_bad_seeds_are_refused(data, tmp_path, seeds, error, match):
 def test_other_bad_arguments(data, tmp_path):
     with pytest.raises(TypeError, match=r"executor: expected a concurrent.futures.Executor"):
         sweep(BASE, GRID, [0], out=tmp_path, data=data, executor="dask")
-    with pytest.raises(ValueError, match=r"val_fraction: expected a value in \[0.0, 1.0\)"):
-        sweep(BASE, GRID, [0], out=tmp_path, data=data, val_fraction=1.0)
+    with pytest.raises(ValueError, match=r"grid\[hidden=16 lr=0.05\]: val_fraction: expected "
+                       r"a fraction that holds out between 1 and 639"):
+        sweep(BASE._replace(val_fraction=0.9999), GRID, [0], out=tmp_path, data=data)
     with pytest.raises(TypeError, match=r"data: expected an fnn.Dataset"):
         sweep(BASE, GRID, [0], out=tmp_path, data=(data.x_train, data.y_train))
     with pytest.raises(TypeError, match=r"config: expected an fnn.train.TrainConfig"):
