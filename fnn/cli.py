@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TextIO
 from . import __version__
 from .backends import BACKENDS
 from .checkpoint import atomic_write, checkpoint_callback, read_checkpoint, save_checkpoint
+from .hyperparams import arg_type
 from .train import (
     OPTIMIZERS,
     RESUMABLE_CHANGES,
@@ -123,30 +124,30 @@ def _parser() -> _Parser:
         "(default: the MNIST copy in the repository)")
     add("--hidden", type=_widths, default=None, metavar="WIDTHS",
         help="hidden widths, e.g. 64 or 256,128 (default: 64)")
-    add("--epochs", type=_int_at_least(1), default=None, metavar="N", help=f"default: {d.epochs}")
-    add("--batch-size", type=_int_at_least(1), default=None, metavar="N",
+    add("--epochs", type=arg_type("epochs"), default=None, metavar="N", help=f"default: {d.epochs}")
+    add("--batch-size", type=arg_type("batch_size"), default=None, metavar="N",
         help=f"default: {d.batch_size}")
-    add("--lr", type=_real(0.0, lo_open=True), default=None, metavar="X", help=f"default: {d.lr}")
+    add("--lr", type=arg_type("lr"), default=None, metavar="X", help=f"default: {d.lr}")
     add("--optimizer", choices=OPTIMIZERS, default=None, help=f"default: {d.optimizer}")
-    add("--momentum", type=_real(0.0, 1.0), default=None, metavar="X",
+    add("--momentum", type=arg_type("momentum"), default=None, metavar="X",
         help=f"for momentum and nesterov (default: {d.momentum})")
     add("--schedule", choices=SCHEDULES, default=None, help=f"default: {d.schedule}")
-    add("--decay-rate", type=_real(0.0, 1.0, lo_open=True), default=None, metavar="X",
+    add("--decay-rate", type=arg_type("decay_rate"), default=None, metavar="X",
         help=f"step/exp schedules: lr factor per --decay-epochs (default: {d.decay_rate})")
-    add("--decay-epochs", type=_real(0.0, lo_open=True), default=None, metavar="X",
+    add("--decay-epochs", type=arg_type("decay_epochs"), default=None, metavar="X",
         help=f"default: {d.decay_epochs}")
-    add("--warmup-steps", type=_int_at_least(0), default=None, metavar="N",
+    add("--warmup-steps", type=arg_type("warmup_steps"), default=None, metavar="N",
         help="cosine schedule: linear warm-up steps (default: 0)")
-    add("--weight-decay", type=_real(0.0), default=None, metavar="X",
+    add("--weight-decay", type=arg_type("weight_decay"), default=None, metavar="X",
         help="L2 penalty on the weights (default: 0)")
-    add("--seed", type=_int_at_least(0), default=None, metavar="N", help=f"default: {d.seed}")
+    add("--seed", type=arg_type("seed"), default=None, metavar="N", help=f"default: {d.seed}")
     add("--backend", choices=BACKENDS, default=None, help="default: fnn.get_backend()")
     add("--dtype", choices=("float32", "float64"), default=None, help=f"default: {d.dtype}")
     add("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}, or the "
         "checkpoint's folder with --resume)")
     add("--resume", default=None, metavar="PATH",
         help=f"continue from a checkpoint file or an output folder holding {CHECKPOINT}")
-    add("--eval-every", type=_int_at_least(0), default=None, metavar="N",
+    add("--eval-every", type=arg_type("eval_every"), default=None, metavar="N",
         help="evaluate on the test set every N steps (default: 0, at each epoch end)")
     add("--checkpoint-every", type=_int_at_least(0), default=0, metavar="N",
         help="also save the checkpoint every N steps (default: 0, at each epoch end)")
