@@ -350,10 +350,10 @@ def _fail(name: str, expected: str, value: Any) -> CheckpointError:
                            f"{shown if len(shown) <= 80 else shown[:80] + '...'}")
 
 
-def _meta_int(meta: dict, name: str, lo: int = 0, hi: int = INT_MAX) -> int:
+def _meta_int(meta: dict, name: str, where: str = "") -> int:
     value = meta[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise _fail(name, f"an int in [{lo}, {hi}]", value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
+        raise _fail(where + name, f"an int in [0, {INT_MAX}]", value)
     return value
 
 
@@ -465,7 +465,7 @@ def _check_meta(meta: dict) -> tuple[TrainConfig, list[int], np.dtype, type, dic
     if opt["type"] != state_type.__name__:
         raise _fail("opt_state.type", f"{state_type.__name__!r} (optimizer "
                     f"{config.optimizer!r})", opt["type"])
-    _meta_int(opt, "count")
+    _meta_int(opt, "count", "opt_state.")
     empty = empty_slots(template)
     lengths = {f: 0 if f in empty else len(sizes) - 1 for f in state_type._fields[1:]}
     if opt["fields"] != lengths:
