@@ -160,7 +160,8 @@ def _layer_numba(d: np.ndarray, z: np.ndarray, a: np.ndarray, w: np.ndarray,
         return _layer_np(d, z, a, w, flags, act, drop)
     from . import kernels
 
-    return kernels.gradcheck_layer(d, z, a, w, flags, act.code,
+    # C-contiguous w: the kernel's one compiled layout (see fnn.numba_ops._layer).
+    return kernels.gradcheck_layer(d, z, a, np.ascontiguousarray(w), flags, act.code,
                                    np.array(act.kinks, dtype=np.float64), act.linear_pieces,
                                    np.zeros((0, 0)) if drop is None else drop)
 
