@@ -442,3 +442,29 @@ def test_update_checks_once_and_fit_uses_the_unchecked_path(monkeypatch):
     monkeypatch.setattr(optim, "check_grads", lambda *a, **k: (calls.append(1), real(*a, **k)))
     fit(None, DATA[:2], CONFIG._replace(optimizer="adam", backend="numpy"))
     assert len(calls) <= 2  # the resume-free fit checks no optimizer state per step
+
+
+# ---------------------------------------------------------------- found by the fuzz
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fuzz_found_fortran_ordered_weights_give_the_bits_of_c_ordered(backend):
+    # NumPy's BLAS rounds x @ w differently for a Fortran-ordered w (a transposed product):
+    # forward gave a last-bit difference at 2-2 float64 before the ops made w C-contiguous.
+    w = np.array([[0.02895695, 1.1034062], [-0.87162738, 1.09896222]])
+    p = (fnn.Layer(w, np.zeros(2)),)
+    pf = (fnn.Layer(np.asfortranarray(w), np.zeros(2)),)
+    x = np.array([[0.12573022, -0.13210486]])
+    assert fnn.forward(pf, x, backend=backend).tobytes() == \
+        fnn.forward(p, x, backend=backend).tobytes()
+    big = fnn.init_params(1, [7, 5, 3], dtype="float64")
+    bigf = tuple(fnn.Layer(np.asfortranarray(l.w), l.b) for l in big)
+    xs = np.random.default_rng(2).normal(size=(9, 7))
+    ys = np.arange(9) % 3
+    for a, b in zip(fnn.backprop(big, xs, ys, backend=backend)[1],
+                    fnn.backprop(bigf, xs, ys, backend=backend)[1]):
+        assert a.w.tobytes() == b.w.tobytes() and a.b.tobytes() == b.b.tobytes()
+
+
+def test_fuzz_found_check_gradients_names_a_ragged_x():
+    p = fnn.init_params(0, [1, 2], dtype="float64")
+    with pytest.raises(ValueError, match=r"^x: expected an array"):
+        fnn.check_gradients(p, [[1.0], [1.0, 1.0]], [0, 1])
