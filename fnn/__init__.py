@@ -7,7 +7,8 @@ path and a Numba path behind one API, and the origin notebook's math kept in
 Modules, one concern each: `params` (Layer, init), `activations`, `losses` and
 `dropout` (the ops, as data), `model` (which ops a network uses), `mlp` (the math),
 `backends`, `kernels` and `numba_ops` (the two compute paths), `epoch` (a whole epoch
-in compiled code), `validate` (input checks), `reference` (the notebook), `gradcheck`
+in compiled code), `validate` (input checks), `hyperparams` (the bounds of every
+hyper-parameter, one table), `reference` (the notebook), `gradcheck`
 and `per_example` (gradient checks), `optim`, `data` and `batching`, `train` (with
 `monitor`, early stopping's bookkeeping), `checkpoint`, `plot`, `sweep` (many seeded
 runs at once), the run's files (`run_config`, `metrics_log`, `provenance`, `scaling`,
@@ -15,7 +16,7 @@ runs at once), the run's files (`run_config`, `metrics_log`, `provenance`, `scal
 (estimators) and `cli`.
 """
 
-from . import activations, losses, optim, reference
+from . import activations, hyperparams, losses, optim, reference
 from .activations import ACTIVATIONS, Activation
 from .backends import BACKENDS, get_backend, set_backend
 from .batching import batch_indices
@@ -71,6 +72,7 @@ __all__ = [
     "fit",
     "forward",
     "get_backend",
+    "hyperparams",
     "init_params",
     "load_checkpoint",
     "load_mnist",

@@ -50,7 +50,9 @@ class Ops(NamedTuple):
 
 def _np_layer(x: np.ndarray, w: np.ndarray, b: np.ndarray,
               act: Activation) -> tuple[np.ndarray, np.ndarray]:
-    z = x @ w
+    # BLAS computes x @ w for a Fortran-ordered w (valid params) as a transposed
+    # product, whose rounding differs; a C copy gives every layout the same bits.
+    z = x @ np.ascontiguousarray(w)
     z += b
     if act.zero_preserving:  # ReLU: in place, its derivative reads only z > 0
         np.maximum(z, 0, out=z)
@@ -61,7 +63,7 @@ def _np_layer(x: np.ndarray, w: np.ndarray, b: np.ndarray,
 
 def _np_backward(delta: np.ndarray, w: np.ndarray, z: np.ndarray, a: np.ndarray,
                  a_in: np.ndarray, act: Activation, drop: np.ndarray | None) -> np.ndarray:
-    out = delta @ w.T
+    out = delta @ np.ascontiguousarray(w).T  # as in _np_layer
     if drop is not None:
         out *= drop
     out *= act.derivative(z, a)

@@ -1,6 +1,6 @@
 """Checkpoints: a whole `TrainState` in one .npz file, without pickle.
 
-Layout (format version 1), every entry a plain NumPy array:
+Layout (format version 1), every entry a plain NumPy array (.npy in a zip):
 
     params.{l}.w, params.{l}.b        the network, layer l = 0, 1, ...
     opt.{field}.{l}.w, ...{l}.b       each per-layer field of the optimizer state
@@ -13,11 +13,20 @@ Layout (format version 1), every entry a plain NumPy array:
     checksum                          uint8 (32,): SHA-256 over every other entry's
                                       name, dtype, shape and bytes, in name order
 
-Files are written atomically (a temporary file in the same folder, fsync, then
-`os.replace`), so a crash or Ctrl-C mid-write leaves the previous checkpoint intact.
-Loading checks, in order: readable zip of arrays (np.load with allow_pickle=False),
-format and version, checksum, then the expected architecture; any failure raises
-`CheckpointError` saying which.
+Writing is atomic (a temporary file in the target's folder, fsync, then `os.replace`),
+so a crash or Ctrl-C mid-write leaves the previous checkpoint intact; a temporary file
+left by a killed writer (its process gone) is removed by the next write. A path that
+is a symlink is written through: its target is replaced and the link kept.
+
+Loading treats the file as untrusted. The checksum guards against accidents, not
+against a crafted file, so everything is checked, and checked before it is read: the
+zip directory first (only stored or deflated entries, with exactly the expected
+names; a deflated entry may expand at most MAX_EXPANSION times), then the metadata
+(at most MAX_META_BYTES; exact keys, each of its type and range; the config a valid
+TrainConfig), then each entry's .npy header against the dtype and shape that the
+architecture and the step count imply, before its data is read. Memory stays bounded
+by what the metadata's architecture needs; pickled (object) arrays are never loaded.
+Any failure raises `CheckpointError` (a ValueError) saying which check failed.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -34,9 +44,10 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from .hyperparams import INT_MAX
 from .monitor import MONITORS, best_eval
-from .optim import STATE_TYPES
-from .params import Layer, Params, freeze
+from .optim import STATE_TYPES, empty_slots
+from .params import Layer, Params, check_parameter_count, freeze
 from .train import (
     Callback,
     Event,
@@ -44,13 +55,18 @@ from .train import (
     TrainConfig,
     TrainState,
     check_config,
+    make_optimizer,
     rng_from_state,
+    steps_per_epoch,
 )
-from .validate import check_params
+from .validate import check_dtype, check_params, describe
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "MAX_EXPANSION",
+    "MAX_EXTRA_BYTES",
+    "MAX_META_BYTES",
     "Checkpoint",
     "CheckpointError",
     "atomic_write",
@@ -63,6 +79,17 @@ __all__ = [
 
 FORMAT = "fnn.checkpoint"
 FORMAT_VERSION = 1
+#: The caller's `extra` metadata, as JSON, is at most this many bytes (4 MiB).
+MAX_EXTRA_BYTES: int = 4 * 2**20
+#: The whole metadata entry is at most this many bytes (8 MiB: extra and the rest).
+MAX_META_BYTES: int = 8 * 2**20
+#: A deflated entry may decompress to at most this many times its stored size (plus a
+#: KiB): real float data shrinks far less, a zip bomb far more (deflate reaches 1032x).
+MAX_EXPANSION: int = 64
+_META_KEYS = ("format", "version", "sizes", "dtype", "config", "step", "epoch", "batch",
+              "rng_state", "elapsed", "data_fingerprint", "opt_state", "extra", "test")
+#: Keys a checkpoint written before they existed lacks ("test": before test metrics).
+_META_OPTIONAL = ("test",)
 
 
 class CheckpointError(ValueError):
@@ -80,12 +107,19 @@ class Checkpoint(NamedTuple):
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Create or replace `path` with what `write(file)` writes, all or nothing.
 
-    The bytes go to a temporary file in the same folder, are flushed to disk, and the
-    file is renamed over `path`; on any error (Ctrl-C too) the temporary file is removed
-    and `path` is untouched.
+    The bytes go to a temporary file `.{name}.{pid}.*.tmp` in the same folder, are
+    flushed to disk, and the file is renamed over `path`; on any error (Ctrl-C too) the
+    temporary file is removed and `path` is untouched. A symlink `path` is written
+    through (its target is replaced, the link stays). After a write, temporary siblings
+    older than it whose writing process is gone (killed mid-write) are removed.
+    Returns `path`.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    prefix = f".{target.name}."
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}.",
+                               suffix=".tmp")
+    started = os.stat(tmp).st_mtime_ns
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         umask = os.umask(0)
@@ -95,12 +129,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _remove_stale_temporaries(target.parent, prefix, started)
     try:  # make the rename itself durable; not every platform can open a folder
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
     except OSError:
         return path
     try:
@@ -110,6 +145,38 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     finally:
         os.close(dir_fd)
     return path
+
+
+def _remove_stale_temporaries(folder: Path, prefix: str, before_ns: int) -> None:
+    """Remove `{prefix}{pid}.*.tmp` files older than `before_ns` whose pid is not a live
+    process: what a writer killed mid-write (SIGKILL) left. A live writer's file stays."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.[^/]*\.tmp\Z")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m:
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime_ns >= before_ns or _alive(int(m[1])):
+                continue
+            os.unlink(entry.path)
+        except OSError:  # gone already, or not ours to remove
+            continue
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's live process (or unknowable): keep its file
+    return True
 
 
 def _checksum(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -170,15 +237,31 @@ def _encode(state: TrainState, extra: Mapping[str, Any]) -> dict[str, np.ndarray
         "opt_state": {"type": type(opt).__name__, "count": opt.count, "fields": slot_lengths},
         "test": [None if np.isnan(v) else float(v) for v in (state.test_loss,
                                                              state.test_accuracy)],
-        "extra": dict(extra),
+        "extra": _check_extra(extra),
     }
-    try:
-        text = json.dumps(meta, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"extra: expected JSON-able values, got an error: {exc}") from None
+    text = json.dumps(meta, allow_nan=False)
     arrays["meta"] = np.frombuffer(text.encode(), dtype=np.uint8)
     arrays["checksum"] = _checksum(arrays)
     return arrays
+
+
+def _check_extra(extra: Any) -> dict:
+    """`extra` as save_checkpoint stores it: a dict with str keys, JSON-able (no NaN),
+    at most MAX_EXTRA_BYTES as JSON."""
+    if not isinstance(extra, Mapping):
+        raise TypeError(f"extra: expected a dict of JSON-able values, got {describe(extra)}")
+    extra = dict(extra)
+    bad = [k for k in extra if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"extra: expected str keys (JSON's), got {describe(bad[0])} {bad[0]!r}")
+    try:
+        text = json.dumps(extra, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TypeError(f"extra: expected JSON-able values, got an error: {exc}") from None
+    if len(text.encode()) > MAX_EXTRA_BYTES:
+        raise ValueError(f"extra: expected at most {MAX_EXTRA_BYTES} bytes as JSON "
+                         f"(fnn.checkpoint.MAX_EXTRA_BYTES), got {len(text.encode())}")
+    return extra
 
 
 def save_checkpoint(
@@ -193,34 +276,242 @@ def save_checkpoint(
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+class _Entry(NamedTuple):
+    """What an entry must be: its dtype, and its shape or a test of it."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...] | Callable[[tuple[int, ...]], bool]
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path}: not an fnn checkpoint (a single .npy array)")
-        with z:
-            return {name: z[name] for name in z.files}
-    except CheckpointError:
-        raise
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
-            f"{path}: unreadable, truncated or corrupted checkpoint ({type(exc).__name__}: "
-            f"{exc})"
-        ) from None
+            f"{path}: no such checkpoint file (a run saves its first checkpoint at its "
+            f"first epoch end, or at Ctrl-C once training has started; one stopped before "
+            f"that has none: start it again without --resume)")
+    try:
+        z = zipfile.ZipFile(path)
+    except Exception as exc:  # the file is untrusted: any failure to parse is a bad file
+        raise CheckpointError(f"{path}: unreadable, truncated or corrupted checkpoint "
+                              f"({type(exc).__name__}: {exc})") from None
+    try:
+        infos = z.infolist()
+        names = [i.filename for i in infos]
+        if len(set(names)) != len(names):
+            raise CheckpointError(f"{path}: corrupted checkpoint (a repeated entry name)")
+        file_size = path.stat().st_size
+        for info in infos:
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise CheckpointError(f"{path}: entry {info.filename!r} uses compression "
+                                      f"method {info.compress_type}; expected stored (0) or "
+                                      f"deflated (8)")
+            if info.flag_bits & 0x1:
+                raise CheckpointError(f"{path}: entry {info.filename!r} is encrypted")
+            stored = info.compress_size if info.compress_type else info.file_size
+            limit = (info.compress_size * MAX_EXPANSION + 1024
+                     if info.compress_type else info.compress_size)
+            if info.file_size > limit or stored > file_size:
+                raise CheckpointError(
+                    f"{path}: entry {info.filename!r} declares {info.file_size} bytes from "
+                    f"{info.compress_size} stored in a file of {file_size}: corrupted or a "
+                    f"zip bomb (at most fnn.checkpoint.MAX_EXPANSION={MAX_EXPANSION} times)")
+    except BaseException:
+        z.close()
+        raise
+    return z
 
 
-def _layers(arrays: Mapping[str, np.ndarray], prefix: str, n: int) -> Params:
-    missing = [k for l in range(n) for k in (f"{prefix}.{l}.w", f"{prefix}.{l}.b")
-               if k not in arrays]
-    if missing:
-        raise CheckpointError(f"entry {missing[0]!r} is missing")
-    # np.load's arrays are fresh and writable; freezing them makes them params.
-    return tuple(
-        Layer(freeze(arrays[f"{prefix}.{l}.w"]), freeze(arrays[f"{prefix}.{l}.b"]))
-        for l in range(n)
-    )
+def _read_entry(z: zipfile.ZipFile, name: str, expected: _Entry) -> np.ndarray:
+    """The array in entry `name`.npy, its header checked against `expected` before a byte
+    of its data is read; never more than the header's nbytes."""
+    info = z.getinfo(f"{name}.npy")
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise CheckpointError(f"entry {name!r}: .npy format version {version}")
+        if dtype != expected.dtype:  # an object (pickle) dtype never matches
+            raise CheckpointError(f"entry {name!r}: expected dtype {expected.dtype}, got "
+                                  f"{dtype}")
+        ok = shape == expected.shape if isinstance(expected.shape, tuple) else (
+            len(shape) == 1 and expected.shape(shape))
+        if not ok:
+            want = expected.shape if isinstance(expected.shape, tuple) else "another"
+            raise CheckpointError(f"entry {name!r}: expected shape {want}, got {shape}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if info.file_size != f.tell() + nbytes:
+            raise CheckpointError(f"entry {name!r}: its header says {nbytes} bytes of data, "
+                                  f"the entry holds {info.file_size - f.tell()}")
+        data = f.read(nbytes)
+        if len(data) != nbytes or f.read(1):  # reading to the end also checks the CRC
+            raise CheckpointError(f"entry {name!r}: truncated")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _fail(name: str, expected: str, value: Any) -> CheckpointError:
+    shown = repr(value)
+    return CheckpointError(f"meta.{name}: expected {expected}, got "
+                           f"{shown if len(shown) <= 80 else shown[:80] + '...'}")
+
+
+def _meta_int(meta: dict, name: str, where: str = "") -> int:
+    value = meta[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
+        raise _fail(where + name, f"an int in [0, {INT_MAX}]", value)
+    return value
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_meta(raw: np.ndarray) -> dict:
+    """The metadata dict, its format and version checked (first: a file of another
+    version is named as such), then exactly the keys of this version."""
+    try:
+        meta = json.loads(raw.tobytes().decode(), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"corrupted metadata ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise _fail("", "a JSON object", type(meta).__name__)
+    fmt, version = meta.get("format"), meta.get("version")
+    if fmt != FORMAT:
+        raise CheckpointError(f"not an fnn checkpoint (format {fmt!r})")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"meta.version: expected the int {FORMAT_VERSION}, got "
+                              f"{type(version).__name__} {version!r}")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint format version {version}; this fnn reads version "
+                              f"{FORMAT_VERSION}")
+    if not set(_META_KEYS) - set(_META_OPTIONAL) <= set(meta) <= set(_META_KEYS):
+        missing = sorted(set(_META_KEYS) - set(_META_OPTIONAL) - set(meta))
+        extra = sorted(set(meta) - set(_META_KEYS))
+        raise CheckpointError(f"meta: expected the keys {list(_META_KEYS)}, got "
+                              f"{'missing ' + str(missing) if missing else ''}"
+                              f"{' and ' if missing and extra else ''}"
+                              f"{'unknown ' + str(extra) if extra else ''}")
+    return meta
+
+
+def _meta_config(meta: dict) -> TrainConfig:
+    fields = meta["config"]
+    if not isinstance(fields, dict):
+        raise _fail("config", "a JSON object of TrainConfig fields", fields)
+    unknown = sorted(set(fields) - set(TrainConfig._fields))
+    if unknown:
+        raise CheckpointError(f"meta.config: expected TrainConfig fields, got unknown "
+                              f"{unknown}")
+    # JSON has no tuples: the tuple-valued fields come back as lists. A checkpoint from
+    # before validation splits trained on all of its data: val_fraction 0, not 1/12.
+    fields = {"val_fraction": 0.0,
+              **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}}
+    try:  # a field missing (a checkpoint from before it existed) takes its default
+        return check_config(TrainConfig(**fields))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"meta.{exc}") from None
+
+
+_FINGERPRINT = re.compile(r"n=(\d{1,19}) d=(\d{1,19}) ")
+
+
+def _check_meta(meta: dict) -> tuple[TrainConfig, list[int], np.dtype, type, dict]:
+    """Every metadata field's type and range; returns (config, sizes, dtype, the
+    optimizer state type, its slot lengths)."""
+    sizes = meta["sizes"]
+    if (not isinstance(sizes, list) or len(sizes) < 2 or any(
+            isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= INT_MAX
+            for s in sizes)):
+        raise _fail("sizes", "a list of at least two positive ints", sizes)
+    try:
+        check_parameter_count(sizes, "meta.sizes")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if meta["dtype"] not in ("float32", "float64"):
+        raise _fail("dtype", "'float32' or 'float64'", meta["dtype"])
+    config = _meta_config(meta)
+    if list(config.sizes) != sizes or config.dtype != meta["dtype"]:
+        raise CheckpointError(f"meta.config: sizes {list(config.sizes)} and dtype "
+                              f"{config.dtype} do not match meta.sizes {sizes} and meta.dtype "
+                              f"{meta['dtype']}")
+    step, epoch, batch = (_meta_int(meta, k) for k in ("step", "epoch", "batch"))
+    fingerprint = meta["data_fingerprint"]
+    if not isinstance(fingerprint, str) or len(fingerprint) > 1000:
+        raise _fail("data_fingerprint", "a str (of at most 1000 characters)", fingerprint)
+    m = _FINGERPRINT.match(fingerprint)
+    if m:  # fit writes "n=... d=... ...": the position must be one an epoch of n reaches
+        n, d = int(m[1]), int(m[2])
+        n_train = n - round(n * config.val_fraction)  # fit trains on the rest of n
+        per_epoch = steps_per_epoch(n_train, config.batch_size, config.drop_last)
+        if d != sizes[0] or per_epoch < 1:
+            raise _fail("data_fingerprint", f"data of {sizes[0]} features and at least one "
+                        f"batch", fingerprint)
+        if batch >= per_epoch:
+            raise _fail("batch", f"a batch in [0, {per_epoch - 1}] ({per_epoch} per epoch)",
+                        batch)
+        if step != epoch * per_epoch + batch:
+            raise _fail("step", f"epoch * {per_epoch} + batch = {epoch * per_epoch + batch}",
+                        step)
+    elapsed = meta["elapsed"]
+    if (isinstance(elapsed, bool) or not isinstance(elapsed, (int, float))
+            or not 0 <= elapsed < math.inf):
+        raise _fail("elapsed", "seconds, a finite number >= 0", elapsed)
+    try:
+        rng_from_state(meta["rng_state"])
+    except Exception as exc:  # NumPy's own checks of a state dict raise many types
+        raise _fail("rng_state", f"a NumPy bit generator's state ({type(exc).__name__}: "
+                    f"{exc})", meta["rng_state"]) from None
+    if not isinstance(meta["extra"], dict):
+        raise _fail("extra", "a JSON object", meta["extra"])
+    test = meta.setdefault("test", [None, None])
+    if not isinstance(test, list) or len(test) != 2 or any(
+            v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))
+            for v in test):
+        raise _fail("test", "[loss, accuracy], each a number or null", test)
+    opt = meta["opt_state"]
+    if not isinstance(opt, dict) or set(opt) != {"type", "count", "fields"}:
+        raise _fail("opt_state", "an object with keys type, count, fields", opt)
+    # The state the config's optimizer makes: its type and which slots it keeps.
+    tiny = tuple(Layer(freeze(np.zeros((1, 1))), freeze(np.zeros(1))) for _ in sizes[1:])
+    template = make_optimizer(config._replace(schedule="constant"), 1)[0].init(tiny)
+    state_type = type(template)
+    if opt["type"] != state_type.__name__:
+        raise _fail("opt_state.type", f"{state_type.__name__!r} (optimizer "
+                    f"{config.optimizer!r})", opt["type"])
+    _meta_int(opt, "count", "opt_state.")
+    empty = empty_slots(template)
+    lengths = {f: 0 if f in empty else len(sizes) - 1 for f in state_type._fields[1:]}
+    if opt["fields"] != lengths:
+        raise _fail("opt_state.fields", str(lengths), opt["fields"])
+    return config, sizes, np.dtype(meta["dtype"]), state_type, lengths
+
+
+def _expected_entries(meta: dict, sizes: list[int], dtype: np.dtype,
+                      lengths: dict[str, int]) -> dict[str, _Entry]:
+    def layers(prefix: str, n: int) -> dict[str, _Entry]:
+        out = {}
+        for l in range(n):
+            out[f"{prefix}.{l}.w"] = _Entry(dtype, (sizes[l], sizes[l + 1]))
+            out[f"{prefix}.{l}.b"] = _Entry(dtype, (sizes[l + 1],))
+        return out
+
+    step = meta["step"]
+    f64, i64, u8 = np.dtype("<f8"), np.dtype("<i8"), np.dtype("u1")
+    entries = layers("params", len(sizes) - 1)
+    for field, n in lengths.items():
+        entries.update(layers(f"opt.{field}", n))
+
+    def evals(shape: tuple[int, ...]) -> bool:
+        return shape[0] <= step + 1  # at most one evaluation per step count
+
+    for field in History._fields:
+        kind = {"loss": f64, "lr": f64, "eval_step": i64}.get(field, f64)
+        entries[f"history.{field}"] = _Entry(kind, (step,) if field in ("loss", "lr")
+                                             else evals)
+    entries["checksum"] = _Entry(u8, (32,))
+    return entries
 
 
 def read_checkpoint(
@@ -232,75 +523,96 @@ def read_checkpoint(
     """Load a checkpoint written by `save_checkpoint`: Checkpoint(state, extra).
 
     sizes, dtype: the architecture expected; a checkpoint of another raises
-    CheckpointError naming both.
+    CheckpointError naming both. Every check is described in the module docstring;
+    any failure is a CheckpointError naming the file and what failed.
     """
+    if sizes is not None:
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (list, tuple)) or any(
+                isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in sizes):
+            raise TypeError(f"sizes: expected a list of ints such as [784, 64, 10], got "
+                            f"{describe(sizes)} {sizes!r}")
+        sizes = [int(s) for s in sizes]
+    expected_dtype = None if dtype is None else check_dtype(dtype).name
     path = Path(path)
-    arrays = _read_arrays(path)
-    if "meta" not in arrays or "checksum" not in arrays:
-        raise CheckpointError(f"{path}: not an fnn checkpoint (no 'meta' or 'checksum' entry)")
     try:
-        meta = json.loads(arrays["meta"].tobytes().decode())
-        fmt, version = meta["format"], meta["version"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: corrupted metadata ({exc})") from None
-    if fmt != FORMAT:
-        raise CheckpointError(f"{path}: not an fnn checkpoint (format {fmt!r})")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version}; this fnn reads version "
-            f"{FORMAT_VERSION}"
-        )
+        with _open_zip(path) as z:
+            return _read(z, sizes, expected_dtype)
+    except CheckpointError as exc:
+        message = str(exc)
+        raise CheckpointError(message if message.startswith(f"{path}:")
+                              else f"{path}: {message}") from None
+    except Exception as exc:  # zlib, struct, NumPy header parsing: the file is bad
+        raise CheckpointError(f"{path}: unreadable, truncated or corrupted checkpoint "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _read(z: zipfile.ZipFile, sizes: list[int] | None, dtype: str | None) -> Checkpoint:
+    names = set(z.namelist())
+    if "meta.npy" not in names or "checksum.npy" not in names:
+        raise CheckpointError("not an fnn checkpoint (no 'meta' or 'checksum' entry)")
+    raw = _read_entry(z, "meta", _Entry(np.dtype("u1"), lambda s: s[0] <= MAX_META_BYTES))
+    meta = _parse_meta(raw)
+    config, meta_sizes, meta_dtype, state_type, lengths = _check_meta(meta)
+    if sizes is not None and sizes != meta_sizes:
+        raise CheckpointError(f"architecture {meta_sizes} does not match the expected {sizes}")
+    if dtype is not None and dtype != meta_dtype.name:
+        raise CheckpointError(f"dtype {meta_dtype.name} does not match the expected {dtype}")
+    expected = _expected_entries(meta, meta_sizes, meta_dtype, lengths)
+    want = {f"{k}.npy" for k in expected} | {"meta.npy"}
+    if names != want:
+        missing, unknown = sorted(want - names), sorted(names - want)
+        raise CheckpointError(f"entries: expected those of {meta_sizes} with "
+                              f"{state_type.__name__}, got "
+                              + (f"missing {missing[:3]}" if missing else "")
+                              + (" and " if missing and unknown else "")
+                              + (f"unknown {unknown[:3]}" if unknown else ""))
+    arrays = {name: _read_entry(z, name, entry) for name, entry in expected.items()}
+    arrays["meta"] = raw
     stored = arrays.pop("checksum")
     if not np.array_equal(stored, _checksum(arrays)):
-        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupted")
-    # From here the content is exactly what save_checkpoint wrote.
-    if sizes is not None and list(sizes) != meta["sizes"]:
-        raise CheckpointError(
-            f"{path}: architecture {meta['sizes']} does not match the expected {list(sizes)}"
-        )
-    if dtype is not None and np.dtype(dtype).name != meta["dtype"]:
-        raise CheckpointError(
-            f"{path}: dtype {meta['dtype']} does not match the expected {np.dtype(dtype).name}"
-        )
+        raise CheckpointError("checksum mismatch, the file is corrupted")
+    return _decode(arrays, meta, config, state_type, lengths)
+
+
+def _layers(arrays: Mapping[str, np.ndarray], prefix: str, n: int) -> Params:
+    # The arrays are read-only views of the bytes read (np.frombuffer): params as they are.
+    return tuple(Layer(arrays[f"{prefix}.{l}.w"], arrays[f"{prefix}.{l}.b"])
+                 for l in range(n))
+
+
+def _decode(arrays: Mapping[str, np.ndarray], meta: dict, config: TrainConfig,
+            state_type: type, lengths: dict[str, int]) -> Checkpoint:
+    """Rebuild the state from checked, checksum-verified arrays and metadata."""
+    params = _layers(arrays, "params", len(meta["sizes"]) - 1)
     try:
-        return _decode(arrays, meta)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc})") \
-            from None
-
-
-def _decode(arrays: Mapping[str, np.ndarray], meta: dict) -> Checkpoint:
-    """Rebuild the state from checksum-verified arrays and metadata."""
-    # A checkpoint from before validation splits trained on all of its data.
-    fields = {"val_fraction": 0.0, **meta["config"]}
-    config = check_config(TrainConfig(**{**fields, "sizes": tuple(fields["sizes"])}))
-    n_layers = len(meta["sizes"]) - 1
-    params = _layers(arrays, "params", n_layers)
-    check_params(params)
-    sizes = [params[0].w.shape[0], *(p.w.shape[1] for p in params)]
-    if sizes != meta["sizes"] or sizes != list(config.sizes):
-        raise CheckpointError(f"params of sizes {sizes} do not match the metadata {meta['sizes']}")
-    opt_meta = meta["opt_state"]
-    state_type = STATE_TYPES[opt_meta["type"]]
-    slots = [_layers(arrays, f"opt.{f}", opt_meta["fields"][f]) for f in state_type._fields[1:]]
+        check_params(params)  # finite too: a NaN weight is refused
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(str(exc)) from None
+    slots = [_layers(arrays, f"opt.{f}", n) for f, n in lengths.items()]
     history = History(*(arrays[f"history.{f}"] for f in History._fields))
-    rng_from_state(meta["rng_state"])  # raises if it is not a bit generator's state
+    n_evals = {a.shape[0] for a in history[2:]}
+    if len(n_evals) != 1:
+        raise CheckpointError(f"history: expected eval arrays of one length, got "
+                              f"{sorted(n_evals)}")
+    steps = history.eval_step
+    if steps.size and (steps.min() < 0 or steps.max() > meta["step"]
+                       or (np.diff(steps) <= 0).any()):
+        raise CheckpointError(f"history.eval_step: expected increasing steps in [0, "
+                              f"{meta['step']}], got {steps[:5].tolist()}...")
     state = TrainState(
         params=params,
-        opt_state=state_type(opt_meta["count"], *slots),
+        opt_state=state_type(meta["opt_state"]["count"], *slots),
         rng_state=meta["rng_state"],
         step=meta["step"],
         epoch=meta["epoch"],
         batch=meta["batch"],
         config=config,
         history=history,
-        elapsed=meta["elapsed"],
+        elapsed=float(meta["elapsed"]),
         data_fingerprint=meta["data_fingerprint"],
         # (absent from checkpoints written before test metrics were kept)
-        test_loss=_nan_for_none(meta.get("test", [None, None])[0]),
-        test_accuracy=_nan_for_none(meta.get("test", [None, None])[1]),
+        test_loss=_nan_for_none(meta["test"][0]),
+        test_accuracy=_nan_for_none(meta["test"][1]),
     )
     return Checkpoint(state, meta["extra"])
 

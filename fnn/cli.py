@@ -37,6 +37,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from .hyperparams import arg_type
 from .losses import LOSS_FUNCTIONS
 from .metrics_log import metrics_csv_callback
 from .monitor import MONITORS, best_eval
@@ -129,43 +130,6 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def _fraction(text: str) -> float:
-    """A number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return value
-
-
-def _names(choices: Sequence[str]) -> Callable[[str], str | tuple[str, ...]]:
-    """'tanh' -> 'tanh' (every layer), 'gelu,relu' -> ('gelu', 'relu') (one per layer)."""
-    def parse(text: str) -> str | tuple[str, ...]:
-        names = tuple(part.strip() for part in text.split(","))
-        bad = [n for n in names if n not in choices]
-        if bad:
-            raise argparse.ArgumentTypeError(
-                f"expected one of {', '.join(choices)} (or a comma list, one per hidden "
-                f"layer), got {bad[0]!r}")
-        return names[0] if len(names) == 1 else names
-
-    return parse
-
-
-def _rates(text: str) -> float | tuple[float, ...]:
-    """'0.5' -> 0.5 (every hidden layer), '0.2,0.5' -> (0.2, 0.5) (one per layer)."""
-    try:
-        rates = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected dropout rates such as 0.5 or 0.2,0.5, got {text!r}") from None
-    if not all(0 <= r < 1 for r in rates):
-        raise argparse.ArgumentTypeError(f"expected rates in [0, 1), got {text!r}")
-    return rates[0] if len(rates) == 1 else rates
-
-
 def _scale(text: str) -> str | float:
     if text in SCALES:
         return text
@@ -205,44 +169,44 @@ def _parser() -> _Parser:
         "(default: the MNIST copy in the repository)")
     add("--hidden", type=_widths, default=None, metavar="WIDTHS",
         help="hidden widths, e.g. 64 or 256,128 (default: 64)")
-    add("--epochs", type=_int_at_least(1), default=None, metavar="N", help=f"default: {d.epochs}")
-    add("--batch-size", type=_int_at_least(1), default=None, metavar="N",
+    add("--epochs", type=arg_type("epochs"), default=None, metavar="N", help=f"default: {d.epochs}")
+    add("--batch-size", type=arg_type("batch_size"), default=None, metavar="N",
         help=f"default: {d.batch_size}")
-    add("--lr", type=_real(0.0, lo_open=True), default=None, metavar="X", help=f"default: {d.lr}")
+    add("--lr", type=arg_type("lr"), default=None, metavar="X", help=f"default: {d.lr}")
     add("--optimizer", choices=OPTIMIZERS, default=None, help=f"default: {d.optimizer}")
-    add("--momentum", type=_real(0.0, 1.0), default=None, metavar="X",
+    add("--momentum", type=arg_type("momentum"), default=None, metavar="X",
         help=f"for momentum and nesterov (default: {d.momentum})")
     add("--schedule", choices=SCHEDULES, default=None, help=f"default: {d.schedule}")
-    add("--decay-rate", type=_real(0.0, 1.0, lo_open=True), default=None, metavar="X",
+    add("--decay-rate", type=arg_type("decay_rate"), default=None, metavar="X",
         help=f"step/exp schedules: lr factor per --decay-epochs (default: {d.decay_rate})")
-    add("--decay-epochs", type=_real(0.0, lo_open=True), default=None, metavar="X",
+    add("--decay-epochs", type=arg_type("decay_epochs"), default=None, metavar="X",
         help=f"default: {d.decay_epochs}")
-    add("--warmup-steps", type=_int_at_least(0), default=None, metavar="N",
+    add("--warmup-steps", type=arg_type("warmup_steps"), default=None, metavar="N",
         help="cosine schedule: linear warm-up steps (default: 0)")
-    add("--weight-decay", type=_real(0.0), default=None, metavar="X",
+    add("--weight-decay", type=arg_type("weight_decay"), default=None, metavar="X",
         help="L2 penalty on the weights (default: 0)")
-    add("--seed", type=_int_at_least(0), default=None, metavar="N", help=f"default: {d.seed}")
+    add("--seed", type=arg_type("seed"), default=None, metavar="N", help=f"default: {d.seed}")
     add("--backend", choices=BACKENDS, default=None, help="default: fnn.get_backend()")
     add("--dtype", choices=("float32", "float64"), default=None, help=f"default: {d.dtype}")
     add("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}, or the "
         "checkpoint's folder with --resume)")
     add("--resume", default=None, metavar="PATH",
         help=f"continue from a checkpoint file or an output folder holding {CHECKPOINT}")
-    add("--eval-every", type=_int_at_least(0), default=None, metavar="N",
+    add("--eval-every", type=arg_type("eval_every"), default=None, metavar="N",
         help="evaluate on the validation part every N steps (default: 0, at each epoch end)")
-    add("--val-fraction", type=_fraction, default=None, metavar="X",
+    add("--val-fraction", type=arg_type("val_fraction"), default=None, metavar="X",
         help="part of the training split held out (seeded) for validation; 0 trains on all "
         "and evaluates on the test split throughout (default: 1/12)")
     add("--patience", type=_int_at_least(1), default=None, metavar="N",
         help="stop after N evaluations without improving --monitor (default: no early stop)")
     add("--monitor", choices=tuple(MONITORS), default=None,
         help=f"what early stopping and {BEST} follow (default: {d.monitor})")
-    add("--activation", type=_names(tuple(ACTIVATIONS)), default=None, metavar="NAMES",
+    add("--activation", type=arg_type("activation"), default=None, metavar="NAMES",
         help=f"hidden activation, or one per hidden layer: {', '.join(ACTIVATIONS)} "
         f"(default: {d.activation})")
     add("--loss", choices=tuple(LOSS_FUNCTIONS), default=None,
         help=f"default: {d.loss}; mse and binary cross-entropy train on one-hot targets")
-    add("--dropout", type=_rates, default=None, metavar="RATES",
+    add("--dropout", type=arg_type("dropout"), default=None, metavar="RATES",
         help="dropout rate, or one per hidden layer (one more: the input's first) "
         "(default: 0)")
     add("--config", default=None, metavar="PATH",
@@ -633,7 +597,7 @@ def _add_sweep_parser(commands: Any) -> None:
     add("--dataset", default=None, help="as for fnn train (default: the shipped MNIST)")
     add("--limit", type=_int_at_least(1), default=None, metavar="N",
         help="train on the first N training examples only (quick runs)")
-    add("--val-fraction", type=_real(0.0, 1.0), default=None, metavar="X",
+    add("--val-fraction", type=arg_type("val_fraction"), default=None, metavar="X",
         help="share of the training examples each run holds out for validation, as "
         "--set val_fraction=X (default: TrainConfig's 1/12)")
     add("--checkpoint-every", type=_int_at_least(0), default=None, metavar="N",

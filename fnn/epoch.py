@@ -168,6 +168,9 @@ def run_epoch(
     else:
         vws = tuple(np.array(v.w, order="C") for v in velocity)
         vbs = tuple(np.array(v.b, order="C") for v in velocity)
+    # A batch larger than the epoch is the whole epoch; clamped, the kernel's int64
+    # arithmetic never sees a batch_size such as 2**63 - 1 (which it would overflow).
+    batch_size = min(int(batch_size), order.shape[0])
     losses, bad_row = kernels.train_epoch(ws, bs, vws, vbs, x, y, order, batch_size,
                                           np.asarray(lrs, dtype=dtype), dtype.type(momentum),
                                           codes, model.loss.code, thresh, scales, bases)

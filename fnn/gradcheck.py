@@ -57,7 +57,15 @@ from .mlp import backprop, forward_unchecked
 from .model import Model, check_key, make_model
 from .params import Layer, Params, freeze, init_params, make_rng
 from .per_example import per_example_grads_unchecked
-from .validate import check_int, check_lr, check_params, check_real, check_x, describe
+from .validate import (
+    as_array,
+    check_int,
+    check_lr,
+    check_params,
+    check_real,
+    check_x,
+    describe,
+)
 
 __all__ = [
     "DEFAULT_H",
@@ -147,7 +155,7 @@ def _layer_np(d: np.ndarray, z: np.ndarray, a: np.ndarray, w: np.ndarray, flags:
     if drop is not None:
         da = da * drop
     # One matmul over all (pair, example) rows: (rows * n, width) @ W.
-    return (da.reshape(rows * n, width) @ w).reshape(rows, n, w.shape[1])
+    return (da.reshape(rows * n, width) @ np.ascontiguousarray(w)).reshape(rows, n, w.shape[1])
 
 
 _NO_KINKS = np.zeros(0)
@@ -160,7 +168,8 @@ def _layer_numba(d: np.ndarray, z: np.ndarray, a: np.ndarray, w: np.ndarray,
         return _layer_np(d, z, a, w, flags, act, drop)
     from . import kernels
 
-    return kernels.gradcheck_layer(d, z, a, w, flags, act.code,
+    # C-contiguous w: the kernel's one compiled layout (see fnn.numba_ops._layer).
+    return kernels.gradcheck_layer(d, z, a, np.ascontiguousarray(w), flags, act.code,
                                    np.array(act.kinks, dtype=np.float64), act.linear_pieces,
                                    np.zeros((0, 0)) if drop is None else drop)
 
@@ -518,7 +527,7 @@ def _prepare(params: Any, x: Any, y: Any, who: str, model_kwargs: dict) -> _Prob
     dtype = check_params(params)
     model = make_model(len(params), **{k: v for k, v in model_kwargs.items() if k != "key"})
     key = check_key(model_kwargs.get("key"), model, training=True)
-    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    x = as_array(x, "x")
     cast = []
     if dtype == np.float32:
         params = tuple(Layer(freeze(w.astype(np.float64)), freeze(b.astype(np.float64)))
@@ -568,7 +577,7 @@ def _as_layers(tree: Any, n_layers: int, name: str) -> list[tuple[np.ndarray, np
             raise TypeError(f"{name}[{i}]: expected an fnn.Layer(w, b), got {describe(layer)}")
         pair = []
         for field, v in zip("wb", layer):
-            arr = np.asarray(v)
+            arr = as_array(v, f"{name}[{i}].{field}")
             if arr.dtype.kind not in "biuf":
                 raise TypeError(f"{name}[{i}].{field}: expected a real array, got {describe(v)}")
             pair.append(arr.astype(np.float64, copy=False))

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .validate import check_y
+from .validate import as_array, check_y
 
 __all__ = ["LOSS_FUNCTIONS", "Loss", "resolve_loss", "softmax"]
 
@@ -62,11 +62,10 @@ class Loss(NamedTuple):
 def _check_labels(y: Any, n: int, k: int, single: bool, dtype: np.dtype, name: str = "y"
                   ) -> np.ndarray:
     """Integer labels (n,) in [0, k); a scalar label when `single`. -> int64 (n,)."""
-    if isinstance(y, np.ma.MaskedArray):
-        raise TypeError(f"{name}: expected a plain ndarray of labels, got a masked array")
-    if np.asarray(y).dtype.kind == "f":
+    y = as_array(y, name)
+    if y.dtype.kind == "f":
         raise TypeError(f"{name}: expected integer class labels for loss "
-                        f"'softmax_cross_entropy', got dtype {np.asarray(y).dtype} (float "
+                        f"'softmax_cross_entropy', got dtype {y.dtype} (float "
                         f"targets train with loss='mse')")
     return check_y(y, n, k, single, name)
 
@@ -77,9 +76,7 @@ def _float_target_check(loss: str, lo: float, hi: float) -> Callable[..., np.nda
     def check(y: Any, n: int, k: int, single: bool, dtype: np.dtype, name: str = "y"
               ) -> np.ndarray:
         """Float targets (n, k) ((k,) for a single example), finite, in [lo, hi]."""
-        if isinstance(y, np.ma.MaskedArray):
-            raise TypeError(f"{name}: expected a plain ndarray of targets, got a masked array")
-        y = np.asarray(y)
+        y = as_array(y, name)
         if y.dtype.kind != "f":
             raise TypeError(f"{name}: expected float targets of shape ({n}, {k}) for loss "
                             f"{loss!r}, got dtype {y.dtype}" + (

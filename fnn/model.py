@@ -22,8 +22,8 @@ import numpy as np
 
 from .activations import IDENTITY, RELU, Activation, resolve_activations
 from .dropout import fold_key
+from .hyperparams import HYPERPARAMS
 from .losses import SOFTMAX_XENT, Loss, resolve_loss
-from .validate import check_real
 
 __all__ = ["DEFAULT_MODEL_KWARGS", "Model", "check_key", "make_model"]
 
@@ -57,15 +57,14 @@ class Model(NamedTuple):
 def _check_dropout(dropout: Any, n_layers: int) -> tuple[float, ...]:
     n_hidden = n_layers - 1
     if isinstance(dropout, Sequence) and not isinstance(dropout, (str, bytes)):
-        rates = tuple(check_real(r, f"dropout[{i}]", 0.0, 1.0, hi_open=True)
-                      for i, r in enumerate(dropout))
+        rates = HYPERPARAMS["dropout"].check(tuple(dropout), "dropout")
         if len(rates) == n_hidden:
             return (0.0, *rates)
         if len(rates) == n_hidden + 1:
             return rates
         raise ValueError(f"dropout: expected one rate per hidden layer ({n_hidden}), or "
                          f"{n_hidden + 1} with the input's first, got {len(rates)}: {rates}")
-    rate = check_real(dropout, "dropout", 0.0, 1.0, hi_open=True)
+    rate = HYPERPARAMS["dropout"].check(dropout, "dropout")
     return (0.0,) + (rate,) * n_hidden
 
 

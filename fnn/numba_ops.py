@@ -25,6 +25,10 @@ _NO_DROP = {np.dtype(np.float32): np.empty((0, 0), np.float32),
 
 def _layer(x: np.ndarray, w: np.ndarray, b: np.ndarray,
            act: Activation) -> tuple[np.ndarray, np.ndarray]:
+    # The kernels are compiled for C-contiguous arrays: a Fortran-ordered or strided w
+    # (valid params) would compile a new specialization (~10 s) per layout. A copy, made
+    # only for such params, gives the same bits.
+    w, b = np.ascontiguousarray(w), np.ascontiguousarray(b)
     if act.zero_preserving and act.code >= 0:  # ReLU
         a = kernels.linear(x, w, b, True)
         return a, a
@@ -38,6 +42,7 @@ def _layer(x: np.ndarray, w: np.ndarray, b: np.ndarray,
 
 def _backward(delta: np.ndarray, w: np.ndarray, z: np.ndarray, a: np.ndarray,
               a_in: np.ndarray, act: Activation, drop: np.ndarray | None) -> np.ndarray:
+    w = np.ascontiguousarray(w)  # as in _layer
     if act.zero_preserving and act.code >= 0:  # ReLU: masked where the input is 0
         out = kernels.relu_backward(delta, w, a_in)
         if drop is not None:

@@ -23,8 +23,9 @@ from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
+from .hyperparams import check_hyperparam
 from .params import Layer, Params, freeze
-from .validate import check_grads, check_int, check_lr, check_params, check_real
+from .validate import check_grads, check_int, check_lr, check_params, check_real, describe
 
 __all__ = [
     "STATE_TYPES",
@@ -33,8 +34,10 @@ __all__ = [
     "SGDState",
     "Schedule",
     "adam",
+    "check_state",
     "constant_schedule",
     "cosine_decay",
+    "empty_slots",
     "exponential_decay",
     "sgd",
     "step_decay",
@@ -63,10 +66,17 @@ STATE_TYPES: dict[str, type] = {"SGDState": SGDState, "AdamState": AdamState}
 
 
 class Optimizer(NamedTuple):
-    """init(params) -> state; update(grads, state, params) -> (new_params, new_state)."""
+    """init(params) -> state; update(grads, state, params) -> (new_params, new_state).
+
+    `update` checks its arguments (structure, shapes and dtypes; not finiteness, which
+    would cost a pass over every array); `update_unchecked` is the same update for a
+    caller that checked them once already (`fnn.fit` checks at its boundary and then
+    calls it every step). None for an optimizer made without one: use `update`.
+    """
 
     init: Callable[[Params], Any]
     update: Callable[[Params, Any, Params], tuple[Params, Any]]
+    update_unchecked: Callable[[Params, Any, Params], tuple[Params, Any]] | None = None
 
 
 # ---------------------------------------------------------------- schedules
@@ -79,7 +89,7 @@ def constant_schedule(lr: float) -> Schedule:
 def step_decay(lr: float, rate: float, every: int) -> Schedule:
     """lr * rate ** (step // every): multiplied by `rate` every `every` steps."""
     lr = check_lr(lr)
-    rate = check_real(rate, "rate", 0.0, 1.0, lo_open=True)
+    rate = check_hyperparam("decay_rate", rate, "rate")
     every = check_int(every, "every", 1)
     return lambda step: lr * rate ** (step // every)
 
@@ -87,7 +97,7 @@ def step_decay(lr: float, rate: float, every: int) -> Schedule:
 def exponential_decay(lr: float, rate: float, steps: float) -> Schedule:
     """lr * rate ** (step / steps): smooth decay by `rate` per `steps` steps."""
     lr = check_lr(lr)
-    rate = check_real(rate, "rate", 0.0, 1.0, lo_open=True)
+    rate = check_hyperparam("decay_rate", rate, "rate")
     steps = check_real(steps, "steps", 0.0, math.inf, lo_open=True, hi_open=True)
     return lambda step: lr * rate ** (step / steps)
 
@@ -122,22 +132,42 @@ def cosine_decay(
 
 def _as_schedule(lr: float | Schedule) -> Schedule:
     if callable(lr):
+        _lr_at(lr, 0)  # a schedule that returns, say, a string is refused here, once
         return lr
     return constant_schedule(lr)
 
 
-def _check_update(grads: Any, state: Any, params: Any, state_type: type) -> None:
-    check_params(params)
-    check_grads(grads, params)
+def check_state(state: Any, state_type: type, params: Params, empty: tuple[str, ...] = (),
+                name: str = "state") -> None:
+    """Check an optimizer state: of `state_type`, a count that is an int >= 0, each slot
+    shaped like params except those named in `empty`, which must be ()."""
     if not isinstance(state, state_type):
         raise TypeError(
-            f"state: expected the {state_type.__name__} made by this optimizer's init, "
-            f"got {type(state).__name__}"
+            f"{name}: expected the {state_type.__name__} made by this optimizer's init, "
+            f"got {describe(state)}"
         )
+    check_int(state.count, f"{name}.count", 0)
     for field in state._fields[1:]:
         slot = getattr(state, field)
-        if slot:  # () is SGD's velocity without momentum
-            check_grads(slot, params, f"state.{field}")
+        if field in empty:  # SGD's velocity without momentum
+            if not isinstance(slot, tuple) or slot:
+                raise ValueError(f"{name}.{field}: expected () for this optimizer, got "
+                                 f"{describe(slot)}")
+        else:
+            check_grads(slot, params, f"{name}.{field}")
+
+
+def empty_slots(template: Any) -> tuple[str, ...]:
+    """The slots an optimizer keeps empty, read off a state its init made."""
+    return tuple(f for f in template._fields[1:] if not getattr(template, f))
+
+
+def _check_update(grads: Any, state: Any, params: Any, state_type: type,
+                  empty: tuple[str, ...]) -> None:
+    # Structure, shapes and dtypes only: finiteness is the compute functions' check.
+    check_params(params, finite=False)
+    check_grads(grads, params)
+    check_state(state, state_type, params, empty)
 
 
 def _zeros_like(params: Params) -> Params:
@@ -148,7 +178,11 @@ def _zeros_like(params: Params) -> Params:
 
 def _lr_at(schedule: Schedule, step: int) -> float:
     # A Python float keeps float32 arrays float32 when multiplied (an np.float64 would not).
-    lr = float(schedule(step))
+    value = schedule(step)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"lr schedule: expected a real number at step {step}, got "
+                        f"{describe(value)} {value!r}")
+    lr = float(value)
     if not math.isfinite(lr) or lr < 0:
         raise ValueError(f"lr schedule: expected a finite lr >= 0 at step {step}, got {lr}")
     return lr
@@ -171,19 +205,24 @@ def sgd(
     weight_decay >= 0.
     """
     schedule = _as_schedule(lr)
-    mu = check_real(momentum, "momentum", 0.0, 1.0, hi_open=True)
+    mu = check_hyperparam("momentum", momentum)
     if not isinstance(nesterov, bool):
         raise TypeError(f"nesterov: expected a bool, got {type(nesterov).__name__}")
     if nesterov and mu == 0:
         raise ValueError("nesterov: needs momentum > 0, got momentum=0")
-    wd = check_real(weight_decay, "weight_decay", 0.0, math.inf, hi_open=True)
+    wd = check_hyperparam("weight_decay", weight_decay)
+    empty = () if mu else ("velocity",)
 
     def init(params: Params) -> SGDState:
-        check_params(params)
+        check_params(params, finite=False)
         return SGDState(0, _zeros_like(params) if mu else ())
 
     def update(grads: Params, state: SGDState, params: Params) -> tuple[Params, SGDState]:
-        _check_update(grads, state, params, SGDState)
+        _check_update(grads, state, params, SGDState, empty)
+        return update_unchecked(grads, state, params)
+
+    def update_unchecked(grads: Params, state: SGDState,
+                         params: Params) -> tuple[Params, SGDState]:
         step_lr = _lr_at(schedule, state.count)
         new_params, new_velocity = [], []
         for l, (p, g) in enumerate(zip(params, grads)):
@@ -197,7 +236,7 @@ def sgd(
             new_params.append(Layer(freeze(p.w - step_lr * dw), freeze(p.b - step_lr * db)))
         return tuple(new_params), SGDState(state.count + 1, tuple(new_velocity))
 
-    return Optimizer(init, update)
+    return Optimizer(init, update, update_unchecked)
 
 
 def adam(
@@ -216,13 +255,13 @@ def adam(
     b1, b2 in [0, 1); eps > 0; weight_decay >= 0.
     """
     schedule = _as_schedule(lr)
-    b1 = check_real(b1, "b1", 0.0, 1.0, hi_open=True)
-    b2 = check_real(b2, "b2", 0.0, 1.0, hi_open=True)
-    eps = check_real(eps, "eps", 0.0, math.inf, lo_open=True, hi_open=True)
-    wd = check_real(weight_decay, "weight_decay", 0.0, math.inf, hi_open=True)
+    b1 = check_hyperparam("b1", b1)
+    b2 = check_hyperparam("b2", b2)
+    eps = check_hyperparam("eps", eps)
+    wd = check_hyperparam("weight_decay", weight_decay)
 
     def init(params: Params) -> AdamState:
-        check_params(params)
+        check_params(params, finite=False)
         return AdamState(0, _zeros_like(params), _zeros_like(params))
 
     def step(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr_t: float,
@@ -236,7 +275,11 @@ def adam(
         return freeze(new), freeze(m), freeze(v)
 
     def update(grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
-        _check_update(grads, state, params, AdamState)
+        _check_update(grads, state, params, AdamState, ())
+        return update_unchecked(grads, state, params)
+
+    def update_unchecked(grads: Params, state: AdamState,
+                         params: Params) -> tuple[Params, AdamState]:
         lr_t = _lr_at(schedule, state.count)
         t = state.count + 1
         c1, c2 = 1.0 - b1**t, 1.0 - b2**t
@@ -249,4 +292,4 @@ def adam(
             nus.append(Layer(vw, vb))
         return tuple(new_params), AdamState(t, tuple(mus), tuple(nus))
 
-    return Optimizer(init, update)
+    return Optimizer(init, update, update_unchecked)

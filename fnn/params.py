@@ -12,9 +12,15 @@ from typing import NamedTuple, TypeAlias
 
 import numpy as np
 
-__all__ = ["FLOAT_DTYPES", "Layer", "Params", "freeze", "init_params", "make_rng"]
+__all__ = ["FLOAT_DTYPES", "MAX_PARAMETERS", "Layer", "Params", "check_parameter_count",
+           "freeze", "init_params", "make_rng"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: The most weights and biases `init_params` makes: 2**32 (16 GiB in float32). Beyond it
+#: the allocation would fail (MemoryError) or swap for minutes; it is refused up front
+#: with a ValueError naming `sizes`.
+MAX_PARAMETERS: int = 2**32
 
 
 class Layer(NamedTuple):
@@ -54,6 +60,16 @@ def make_rng(seed: int | np.random.Generator, name: str = "seed") -> np.random.G
     return np.random.default_rng(int(seed))
 
 
+def check_parameter_count(sizes: Sequence[int], name: str = "sizes") -> int:
+    """The number of weights and biases of a net of these (positive int) widths; a
+    ValueError naming `name` above MAX_PARAMETERS."""
+    count = sum((int(a) + 1) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{name}: expected at most {MAX_PARAMETERS} parameters "
+                         f"(fnn.params.MAX_PARAMETERS), got {count} for {list(sizes)}")
+    return count
+
+
 def init_params(
     seed: int | np.random.Generator,
     sizes: Sequence[int],
@@ -89,6 +105,7 @@ def init_params(
             raise TypeError(f"sizes[{i}]: expected an int, got {type(s).__name__} {s!r}")
         if s <= 0:
             raise ValueError(f"sizes[{i}]: expected a positive width, got {s}")
+    check_parameter_count(sizes)
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         limit = np.sqrt(6.0 / (n_in + n_out))

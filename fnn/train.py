@@ -28,10 +28,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .backends import BACKENDS, get_backend, get_ops
+from .backends import get_backend, get_ops
 from .batching import batch_indices
 from .dropout import step_key
 from .epoch import run_epoch
+from .hyperparams import HYPERPARAMS, OPTIMIZERS, SCHEDULES
 from .mlp import backprop_unchecked, forward_unchecked
 from .model import Model, make_model
 from .monitor import MONITORS, evals_since_best
@@ -40,16 +41,19 @@ from .optim import (
     Schedule,
     SGDState,
     adam,
+    check_state,
     constant_schedule,
     cosine_decay,
+    empty_slots,
     exponential_decay,
     sgd,
     step_decay,
 )
-from .params import FLOAT_DTYPES, Params, init_params
+from .params import Params, check_parameter_count, init_params
 from .validate import check_int, check_params, check_real, check_x
 
 __all__ = [
+    "DIVERGENCE_FACTOR",
     "OPTIMIZERS",
     "RESUMABLE_CHANGES",
     "SCHEDULES",
@@ -68,8 +72,12 @@ __all__ = [
     "validation_split",
 ]
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
-SCHEDULES = ("constant", "step", "exp", "cosine")
+# OPTIMIZERS and SCHEDULES (the choices) live in fnn.hyperparams with every other bound.
+#: A run has diverged when a step's training loss is not finite or exceeds this many
+#: times the first step's loss (of the run, or of the resumed run's history): a loss
+#: that large means the lr has thrown the network far from where it started (lr=1e6 on
+#: MNIST sits near 5e5, a thousand times the initial 2.3, while accuracy stays at chance).
+DIVERGENCE_FACTOR: float = 1000.0
 # Config fields a resumed run may change: they alter neither the data order nor the math
 # of a step already taken (a longer run with a cosine schedule does change its horizon).
 RESUMABLE_CHANGES = ("epochs", "eval_every", "backend")
@@ -212,8 +220,9 @@ Callback = Callable[[Event], None]
 
 
 class TrainingDiverged(FloatingPointError):
-    """The training loss became nan or inf. `step` is the failing step's index (the
-    number of updates done before it); `state` is the last good state, before it."""
+    """The training loss became nan or inf, or exceeded DIVERGENCE_FACTOR times the
+    run's first loss. `step` is the failing step's index (the number of updates done
+    before it); `state` is the last good state, before it."""
 
     def __init__(self, message: str, step: int, state: TrainState) -> None:
         super().__init__(message)
@@ -234,93 +243,40 @@ def _fail_type(name: str, expected: str, value: Any) -> TypeError:
     return TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
 
 
-def _int_field(cfg: TrainConfig, name: str, minimum: int) -> int:
-    return check_int(getattr(cfg, name), f"config.{name}", minimum)
-
-
-def _real_field(cfg: TrainConfig, name: str, lo: float, hi: float, lo_open: bool = False,
-                hi_open: bool = False) -> float:
-    return check_real(getattr(cfg, name), f"config.{name}", lo, hi, lo_open=lo_open,
-                      hi_open=hi_open)
-
-
-def _choice_field(cfg: TrainConfig, name: str, choices: Sequence[str]) -> str:
-    value = getattr(cfg, name)
-    if value not in choices:
-        raise ValueError(f"config.{name}: expected one of {tuple(choices)}, got {value!r}")
-    return value
-
-
 def _dtype_name(dtype: Any, name: str) -> str:
     try:
         dt = None if dtype is None else np.dtype(dtype)  # np.dtype(None) is float64
-    except TypeError:
+    except (TypeError, ValueError):
         dt = None
-    if dt is None or dt not in FLOAT_DTYPES:  # (np.dtype == None compares as float64)
+    if dt is None or dt.name not in HYPERPARAMS["dtype"].choices:
         raise TypeError(f"{name}: expected 'float32' or 'float64', got {dtype!r}")
     return dt.name
 
 
 def check_config(config: Any) -> TrainConfig:
-    """Validate a TrainConfig; returns it normalised (plain ints and floats, backend
-    resolved, dtype a name)."""
+    """Validate a TrainConfig against `fnn.hyperparams.HYPERPARAMS`; returns it normalised
+    (plain ints and floats, backend resolved, dtype a name)."""
     if not isinstance(config, TrainConfig):
         raise _fail_type("config", "an fnn.train.TrainConfig", config)
-    sizes = config.sizes
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
-        raise _fail_type("config.sizes", "a sequence of ints such as (784, 64, 10)", sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"config.sizes: expected [d_in, ..., n_classes], got {list(sizes)}")
-    for i, s in enumerate(sizes):
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise _fail_type(f"config.sizes[{i}]", "an int", s)
-        if s < 1:
-            raise ValueError(f"config.sizes[{i}]: expected a positive width, got {s}")
-    backend = get_backend() if config.backend is None else config.backend
-    if backend not in BACKENDS:
-        raise ValueError(f"config.backend: expected one of {BACKENDS} or None, got {backend!r}")
-    dtype = _dtype_name(config.dtype, "config.dtype")
-    if not isinstance(config.drop_last, (bool, np.bool_)):
-        raise _fail_type("config.drop_last", "a bool", config.drop_last)
-    optimizer = _choice_field(config, "optimizer", OPTIMIZERS)
-    momentum = _real_field(config, "momentum", 0.0, 1.0, hi_open=True)
-    if optimizer in ("momentum", "nesterov") and momentum == 0:
+    # dtype first accepts any spelling np.dtype does ("f4", np.float32) and names it.
+    fields = {"dtype": _dtype_name(config.dtype, "config.dtype")}
+    for field in TrainConfig._fields:
+        value = fields.get(field, getattr(config, field))
+        fields[field] = HYPERPARAMS[field].check(value, f"config.{field}")
+    optimizer, sizes = fields["optimizer"], fields["sizes"]
+    if optimizer in ("momentum", "nesterov") and fields["momentum"] == 0:
         raise ValueError(f"config.momentum: optimizer {optimizer!r} needs momentum > 0, got 0")
-    model = make_config_model(config)
+    check_parameter_count(sizes, "config.sizes")
+    if fields["backend"] is None:
+        fields["backend"] = get_backend()
+    config = config._replace(**fields)
+    model = make_config_model(config)  # the per-layer lengths of activation and dropout
     if model.loss.name == "softmax_cross_entropy" and sizes[-1] < 2:
         raise ValueError(f"config.sizes[-1]: expected at least 2 classes, got {sizes[-1]}")
     if config.monitor == "val_accuracy" and model.loss.accuracy_of is None:
         raise ValueError(f"config.monitor: loss {model.loss.name!r} has no accuracy, so "
                          f"expected 'val_loss', got 'val_accuracy'")
-    activation = (config.activation if isinstance(config.activation, str)
-                  else tuple(a.name for a in model.activations))
-    dropout = (float(config.dropout) if not isinstance(config.dropout, Sequence)
-               else tuple(float(r) for r in config.dropout))
-    return config._replace(
-        activation=activation,
-        loss=model.loss.name,
-        dropout=dropout,
-        sizes=tuple(int(s) for s in sizes),
-        epochs=_int_field(config, "epochs", 1),
-        batch_size=_int_field(config, "batch_size", 1),
-        lr=_real_field(config, "lr", 0.0, math.inf, lo_open=True, hi_open=True),
-        optimizer=optimizer,
-        momentum=momentum,
-        schedule=_choice_field(config, "schedule", SCHEDULES),
-        decay_rate=_real_field(config, "decay_rate", 0.0, 1.0, lo_open=True),
-        decay_epochs=_real_field(config, "decay_epochs", 0.0, math.inf, lo_open=True,
-                                 hi_open=True),
-        warmup_steps=_int_field(config, "warmup_steps", 0),
-        weight_decay=_real_field(config, "weight_decay", 0.0, math.inf, hi_open=True),
-        seed=_int_field(config, "seed", 0),
-        backend=backend,
-        dtype=dtype,
-        eval_every=_int_field(config, "eval_every", 0),
-        drop_last=bool(config.drop_last),
-        val_fraction=_real_field(config, "val_fraction", 0.0, 1.0, hi_open=True),
-        patience=_int_field(config, "patience", 0),
-        monitor=_choice_field(config, "monitor", tuple(MONITORS)),
-    )
+    return config
 
 
 def make_config_model(config: TrainConfig) -> Model:
@@ -465,6 +421,35 @@ def _empty_history() -> History:
     return History(f, f, np.zeros(0, dtype=np.int64), f, f, f)
 
 
+def _check_position(state: TrainState, per_epoch: int) -> None:
+    """The resumed state's position must be one a run reaches: batch within the epoch
+    (a batch past its end would never reach the epoch's end: the loop would spin
+    forever), and step = epoch * per_epoch + batch updates done, one loss each."""
+    for field in ("step", "epoch", "batch"):
+        value = getattr(state, field)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"resume.{field}: expected an int >= 0, got {value!r}")
+    if state.batch >= per_epoch:
+        raise ValueError(f"resume.batch: expected a batch in [0, {per_epoch - 1}] (an epoch "
+                         f"of this data has {per_epoch} batches), got {state.batch}")
+    if state.step != state.epoch * per_epoch + state.batch:
+        raise ValueError(f"resume.step: expected epoch * {per_epoch} + batch = "
+                         f"{state.epoch * per_epoch + state.batch} (epoch {state.epoch}, "
+                         f"batch {state.batch}), got {state.step}")
+    h = state.history
+    if not isinstance(h, History) or any(not isinstance(a, np.ndarray) or a.ndim != 1
+                                         for a in h):
+        raise TypeError(f"resume.history: expected an fnn.train.History of 1-d arrays, got "
+                        f"{type(h).__name__}")
+    if h.loss.shape[0] != state.step or h.lr.shape[0] != state.step:
+        raise ValueError(f"resume.history: expected {state.step} losses and lrs (one per "
+                         f"step), got {h.loss.shape[0]} and {h.lr.shape[0]}")
+    evals = {a.shape[0] for a in h[2:]}
+    if len(evals) != 1:
+        raise ValueError(f"resume.history: expected eval arrays of one length, got "
+                         f"{sorted(evals)}")
+
+
 def _check_resume(state: Any, config: TrainConfig | None) -> TrainConfig:
     if not isinstance(state, TrainState):
         raise _fail_type("resume", "an fnn.train.TrainState", state)
@@ -523,8 +508,9 @@ def fit(
     callbacks and eval_every 0, each epoch runs as one compiled loop
     (`fnn.epoch.run_epoch`): the same bits as the loop over steps, in about half the time.
 
-    Raises TrainingDiverged when a step's loss is not finite (its `state` is the last
-    good one) and TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the state of
+    Raises TrainingDiverged when a step's loss is not finite or is over
+    DIVERGENCE_FACTOR (1000) times the run's first loss (its `state` is the last good
+    one) and TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the state of
     the last complete step. Returns the state after config.epochs epochs: `.params` and
     `.history` are the results.
     """
@@ -578,6 +564,11 @@ def fit(
                 f"data: the run being resumed trained on ({resume.data_fingerprint}), "
                 f"got ({fingerprint})"
             )
+        _check_position(resume, steps_per_epoch(x.shape[0], config.batch_size,
+                                                config.drop_last))
+        template = optimizer.init(params)
+        check_state(resume.opt_state, type(template), params, empty_slots(template),
+                    "resume.opt_state")
         state = resume._replace(config=config)
     return _run(state, (x, y, x_val, y_val, x_test, y_test), optimizer, schedule,
                 tuple(callbacks))
@@ -649,6 +640,17 @@ def _run(
     compiled = (not callbacks and not eval_every and ops is get_ops("numba")
                 and config.optimizer in ("sgd", "momentum") and not config.weight_decay)
     momentum = config.momentum if config.optimizer == "momentum" else 0.0
+    update = optimizer.update_unchecked or optimizer.update  # fit checked its inputs
+    # The divergence bound: DIVERGENCE_FACTOR times the run's first loss (set at step 0).
+    first_loss = [abs(losses[0]) if losses else math.nan]
+
+    def diverged(value: float) -> bool:
+        if not math.isfinite(value):
+            return True
+        if math.isnan(first_loss[0]):
+            first_loss[0] = abs(value)
+            return False
+        return first_loss[0] > 0 and abs(value) > DIVERGENCE_FACTOR * first_loss[0]
 
     try:
         if cur.step == 0 and not evals and (ev := measure(cur.params, 0)):
@@ -666,8 +668,8 @@ def _run(
                 params, velocity, epoch_losses = run_epoch(
                     cur.params, cur.opt_state.velocity if momentum else None, x, y,
                     np.concatenate(batches), bs, np.array(epoch_lrs), momentum, model, keys)
-                # A loss that is not finite: the loop below re-runs the epoch and stops at it.
-                if np.isfinite(epoch_losses).all():
+                # A diverged loss: the loop below re-runs the epoch and stops at it.
+                if not any(diverged(v) for v in epoch_losses.tolist()):
                     step = cur.step + len(batches)
                     losses.extend(epoch_losses.tolist())
                     lrs.extend(epoch_lrs)
@@ -682,12 +684,15 @@ def _run(
                 lr = float(schedule(step))
                 value, grads = backprop_unchecked(ops, cur.params, model, x[idx], y[idx],
                                                   key_of(step))
-                if not math.isfinite(value):
+                if diverged(value):
+                    why = ("" if not math.isfinite(value) else
+                           f", over {DIVERGENCE_FACTOR:g} times the first loss "
+                           f"{first_loss[0]:.4g}")
                     raise TrainingDiverged(
-                        f"training loss is {value} at step {step} (epoch {cur.epoch}, batch "
-                        f"{b}, lr {lr:g}); lower the lr or check the data. The state before "
-                        f"this step is kept.", step, snapshot())
-                new_params, new_opt_state = optimizer.update(grads, cur.opt_state, cur.params)
+                        f"training loss is {value}{why} at step {step} (epoch {cur.epoch}, "
+                        f"batch {b}, lr {lr:g}); lower the lr or check the data. The state "
+                        f"before this step is kept.", step, snapshot())
+                new_params, new_opt_state = update(grads, cur.opt_state, cur.params)
                 end = b + 1 == len(batches)
                 ev = measure(new_params, step + 1) if end or (
                     eval_every and (step + 1) % eval_every == 0) else None

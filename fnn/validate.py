@@ -14,6 +14,7 @@ import numpy as np
 from .params import FLOAT_DTYPES, Layer, Params
 
 __all__ = [
+    "as_array",
     "check_dtype",
     "check_grads",
     "check_int",
@@ -24,6 +25,7 @@ __all__ = [
     "check_xy",
     "check_y",
     "describe",
+    "shown",
 ]
 
 
@@ -34,8 +36,11 @@ def describe(obj: Any) -> str:
     return type(obj).__name__
 
 
-def check_params(params: Any, name: str = "params") -> np.dtype:
-    """Check that `params` is a non-empty tuple of Layers whose shapes chain.
+def check_params(params: Any, name: str = "params", *, finite: bool = True) -> np.dtype:
+    """Check that `params` is a non-empty tuple of Layers whose shapes chain and, unless
+    `finite=False`, whose values are all finite (the Numba kernels skip zero inputs, so
+    an inf weight times a zero input would be hidden there and NaN on the NumPy path:
+    refusing it keeps the backends one function).
 
     Returns the common float dtype.
     """
@@ -52,6 +57,8 @@ def check_params(params: Any, name: str = "params") -> np.dtype:
         if not isinstance(layer, Layer):
             raise TypeError(f"{where}: expected an fnn.Layer(w, b), got {describe(layer)}")
         w, b = layer
+        if isinstance(w, np.matrix) or isinstance(b, np.matrix):
+            raise TypeError(f"{where}: expected plain ndarrays w and b, got np.matrix")
         if not isinstance(w, np.ndarray) or w.ndim != 2:
             raise TypeError(f"{where}.w: expected a 2-d ndarray (d_in, d_out), got {describe(w)}")
         if not isinstance(b, np.ndarray) or b.ndim != 1:
@@ -77,6 +84,11 @@ def check_params(params: Any, name: str = "params") -> np.dtype:
                 f"{name}[{i - 1}].w of shape {params[i - 1].w.shape}, got shape {w.shape}"
             )
     assert dtype is not None
+    if finite:
+        for i, (w, b) in enumerate(params):
+            for field, a in (("w", w), ("b", b)):
+                if not _all_finite(a):
+                    raise nonfinite_error(a, f"{name}[{i}].{field}")
     return dtype
 
 
@@ -97,6 +109,36 @@ def check_grads(grads: Any, params: Params, name: str = "grads") -> None:
                     f"{name}[{i}].{field}: expected shape {pa.shape} and dtype {pa.dtype} "
                     f"like params, got {describe(ga)}"
                 )
+
+
+def as_array(value: Any, name: str) -> np.ndarray:
+    """`value` as an ndarray, or a TypeError/ValueError naming `name`.
+
+    Refused: masked arrays (their masked entries would be used as data) and np.matrix
+    (its rows and products are not an ndarray's), and anything NumPy cannot make one
+    rectangular array of (a ragged list). Other ndarray subclasses (np.memmap) pass.
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name}: expected a plain ndarray, got a masked array (its masked "
+                        f"entries would be used as data); pass value.filled(...)")
+    if isinstance(value, np.matrix):
+        raise TypeError(f"{name}: expected a plain ndarray, got np.matrix; pass np.asarray(value)")
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: expected an array (a rectangular nested list or an "
+                         f"ndarray), got a {type(value).__name__} NumPy cannot make one "
+                         f"array of ({' '.join(str(exc).split()[:12])} ...)") from None
+
+
+def shown(value: Any) -> str:
+    """A number as an error message shows it; a huge int by its size, since str() of an
+    int over 4300 digits itself raises."""
+    if isinstance(value, (int, np.integer)) and abs(int(value)) >= 10**30:
+        return f"{'-' if value < 0 else ''}an int of {int(value).bit_length()} bits"
+    return str(value)
 
 
 def _all_finite(a: np.ndarray) -> bool:
@@ -124,8 +166,7 @@ def check_x(
 
     Returns (x as a C-contiguous (batch, d_in) array, whether a single example was given).
     """
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
+    x = as_array(x, name)
     d_in = params[0].w.shape[0]
     if x.ndim not in (1, 2):
         raise ValueError(f"{name}: expected shape (batch, {d_in}) or ({d_in},), got {x.shape}")
@@ -154,7 +195,7 @@ def check_y(y: Any, n: int, n_classes: int, single: bool, name: str = "y") -> np
 
     Returns y as a C-contiguous int64 array of shape (n,).
     """
-    y = np.asarray(y)
+    y = as_array(y, name)
     if single and y.ndim == 0:
         y = y.reshape(1)
     if y.dtype.kind not in "iu":
@@ -181,9 +222,19 @@ def check_lr(lr: Any, name: str = "lr") -> float:
     """Check a learning rate: a finite, positive real number."""
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a positive float, got {type(lr).__name__} {lr!r}")
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"{name}: expected a finite, positive float, got {lr}")
-    return float(lr)
+    v = _as_float(lr)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name}: expected a finite, positive float, got {shown(lr)}")
+    return v
+
+
+def _as_float(value: Any) -> float:
+    """float(value), or inf for an int too large for a float (10**400), so that the
+    caller's range check refuses it with a named ValueError instead of an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def check_real(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = False,
@@ -191,7 +242,7 @@ def check_real(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = F
     """A finite real in [lo, hi], open at either end when asked; returned as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
+    v = _as_float(value)
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
     if (
@@ -199,7 +250,7 @@ def check_real(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = F
         or v < lo or (lo_open and v == lo)
         or v > hi or (hi_open and v == hi)
     ):
-        raise ValueError(f"{name}: expected a value in {left}{lo}, {hi}{right}, got {value}")
+        raise ValueError(f"{name}: expected a value in {left}{lo}, {hi}{right}, got {shown(value)}")
     return v
 
 
@@ -208,15 +259,18 @@ def check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {shown(value)}")
     return int(value)
 
 
 def check_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
-    """A float dtype fnn computes in: float32 or float64 (anything np.dtype accepts)."""
+    """A float dtype fnn computes in: float32 or float64 (anything np.dtype accepts but
+    None, which np.dtype would silently take as float64)."""
+    if dtype is None:
+        raise TypeError(f"{name}: expected float32 or float64, got None")
     try:
         resolved = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: a malformed dtype string such as "f4,"
         raise TypeError(f"{name}: expected float32 or float64, got {dtype!r}") from None
     if resolved not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected float32 or float64, got {resolved}")

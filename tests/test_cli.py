@@ -137,7 +137,7 @@ def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, monkeyp
     (["train", "--epochs", "ten"], "argument --epochs: expected an int, got 'ten'"),
     (["train", "--hidden", "64,0"], "argument --hidden: expected positive widths"),
     (["train", "--hidden", "64x"], "argument --hidden: expected comma-separated widths"),
-    (["train", "--lr", "-1"], "argument --lr: expected a number in (0.0, inf]"),
+    (["train", "--lr", "-1"], "argument --lr: expected a value in (0.0, inf), got -1"),
     (["train", "--momentum", "1.5"], "argument --momentum"),
     (["train", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
     (["train", "--backend", "cuda"], "argument --backend: invalid choice"),

@@ -69,18 +69,18 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--val-fraction", "1"], "argument --val-fraction: expected a number in [0, 1), got 1"),
-    (["--val-fraction", "-0.1"], "argument --val-fraction: expected a number in [0, 1)"),
+    (["--val-fraction", "1"], "argument --val-fraction: expected a value in [0.0, 1.0), got 1.0"),
+    (["--val-fraction", "-0.1"], "argument --val-fraction: expected a value in [0.0, 1.0)"),
     (["--patience", "0"], "argument --patience: expected an int >= 1, got 0"),
     (["--monitor", "loss"], "argument --monitor: invalid choice: 'loss'"),
     (["--patience", "3", "--val-fraction", "0", "--limit", "64"],
      "--patience: early stopping needs a validation part, got --val-fraction 0"),
     (["--val-fraction", "0.001", "--limit", "64"], "--val-fraction: expected a fraction that holds out"),
-    (["--activation", "swish"], "argument --activation: expected one of relu, leaky_relu"),
+    (["--activation", "swish"], "argument --activation: expected one of ('relu', 'leaky_relu'"),
     (["--activation", "tanh,relu", "--limit", "64"], "--activation"),
     (["--loss", "hinge"], "argument --loss: invalid choice: 'hinge'"),
-    (["--dropout", "1.5"], "argument --dropout: expected rates in [0, 1)"),
-    (["--dropout", "a,b"], "argument --dropout: expected dropout rates"),
+    (["--dropout", "1.5"], "argument --dropout: expected a value in [0.0, 1.0), got 1.5"),
+    (["--dropout", "a,b"], "argument --dropout: expected a number, got 'a'"),
     (["--monitor", "val_accuracy", "--loss", "mse", "--limit", "64"],
      "--monitor: loss 'mse' has no accuracy"),
     (["--scale", "0"], "argument --scale: expected pixel or standardize or the data's largest"),

@@ -194,9 +194,13 @@ def test_schedule_sets_each_steps_lr():
 
 def test_bad_schedule_value_is_reported_with_its_step():
     params, grads = make(8)
-    opt = sgd(lambda step: math.nan)
-    with pytest.raises(ValueError, match="at step 0"):
-        opt.update(grads[0], opt.init(params), params)
+    with pytest.raises(ValueError, match="at step 0"):  # refused when the optimizer is made
+        sgd(lambda step: math.nan)
+    opt = sgd(lambda step: math.nan if step == 1 else 0.1)
+    state = opt.init(params)
+    params, state = opt.update(grads[0], state, params)
+    with pytest.raises(ValueError, match="at step 1"):
+        opt.update(grads[0], state, params)
 
 
 # ---------------------------------------------------------------- schedules
