@@ -451,9 +451,9 @@ def _check_meta(meta: dict) -> tuple[TrainConfig, list[int], np.dtype, type, dic
         if batch >= per_epoch:
             raise _fail("batch", f"a batch in [0, {per_epoch - 1}] ({per_epoch} per epoch)",
                         batch)
-        if step != epoch * per_epoch + batch:
-            raise _fail("step", f"epoch * {per_epoch} + batch = {epoch * per_epoch + batch}",
-                        step)
+        if step < epoch * per_epoch + batch:  # (more: a run continued over other data)
+            raise _fail("step", f"at least epoch * {per_epoch} + batch = "
+                        f"{epoch * per_epoch + batch}", step)
     elapsed = meta["elapsed"]
     if (isinstance(elapsed, bool) or not isinstance(elapsed, (int, float))
             or not 0 <= elapsed < math.inf):

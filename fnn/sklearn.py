@@ -34,12 +34,9 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from .mlp import forward
-from .train import History, TrainConfig, TrainState, _fingerprint, fit
+from .train import TrainConfig, TrainState, _fingerprint, fit
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
-
-_EMPTY_HISTORY = History(*(np.zeros(0, dtype=np.int64 if f == "eval_step" else np.float64)
-                           for f in History._fields))
 
 # Constructor arguments passed to TrainConfig unchanged (the estimator adds sizes, seed
 # and activation, loss, and val_fraction=0: scikit-learn leaves validation to the caller,
@@ -123,8 +120,8 @@ class _FnnEstimator(BaseEstimator):
             state = state._replace(config=state.config._replace(epochs=state.epoch + 1))
         else:
             # Other data (a stream of chunks): one epoch over it, from where the run is.
+            # (The history goes on too: one loss per step, as resuming requires.)
             state = state._replace(epoch=0, batch=0, data_fingerprint=_fingerprint(x, t),
-                                   history=_EMPTY_HISTORY,
                                    config=state.config._replace(epochs=1))
         self._remember(fit(None, (x, t), resume=state), x, t, start=state)
 
@@ -229,9 +226,34 @@ class MLPRegressor(RegressorMixin, _FnnEstimator):
     Args: those of `MLPClassifier` (any ``activation`` of ``fnn.TrainConfig``). ``y``:
     (n,) or (n, n_outputs) numbers, best scaled to unit variance (the defaults assume it);
     `predict` returns the same shape. Fitted attributes as `MLPClassifier`'s, without
-    ``classes_``.
+    ``classes_``. Defaults as scikit-learn's MLPRegressor: Adam with lr 0.001, whose
+    steps stay bounded on unscaled inputs where plain SGD at 0.1 diverges.
     """
 
+    def __init__(
+        self,
+        hidden: int | tuple[int, ...] = (64,),
+        *,
+        activation: str = "relu",
+        epochs: int = 20,
+        batch_size: int = 32,
+        lr: float = 0.001,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        schedule: str = "constant",
+        decay_rate: float = 0.5,
+        decay_epochs: float = 3.0,
+        warmup_steps: int = 0,
+        weight_decay: float = 0.0,
+        dtype: str = "float32",
+        backend: str | None = None,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
+        super().__init__(
+            hidden, activation=activation, epochs=epochs, batch_size=batch_size, lr=lr,
+            optimizer=optimizer, momentum=momentum, schedule=schedule, decay_rate=decay_rate,
+            decay_epochs=decay_epochs, warmup_steps=warmup_steps, weight_decay=weight_decay,
+            dtype=dtype, backend=backend, random_state=random_state)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

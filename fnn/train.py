@@ -74,9 +74,11 @@ __all__ = [
 
 # OPTIMIZERS and SCHEDULES (the choices) live in fnn.hyperparams with every other bound.
 #: A run has diverged when a step's training loss is not finite or exceeds this many
-#: times the first step's loss (of the run, or of the resumed run's history): a loss
-#: that large means the lr has thrown the network far from where it started (lr=1e6 on
-#: MNIST sits near 5e5, a thousand times the initial 2.3, while accuracy stays at chance).
+#: times the first step's loss (of the run, or of the resumed run's history), or times
+#: 1 when that was below 1: a loss that large means the lr has thrown the network far
+#: from where it started (lr=1e6 on MNIST sits near 5e5, over a thousand times the
+#: initial 2.3, while accuracy stays at chance). The floor of 1 keeps a run that starts
+#: near zero loss (a regression on small targets) from counting a loss of 25 as diverged.
 DIVERGENCE_FACTOR: float = 1000.0
 # Config fields a resumed run may change: they alter neither the data order nor the math
 # of a step already taken (a longer run with a cosine schedule does change its horizon).
@@ -221,8 +223,8 @@ Callback = Callable[[Event], None]
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became nan or inf, or exceeded DIVERGENCE_FACTOR times the
-    run's first loss. `step` is the failing step's index (the number of updates done
-    before it); `state` is the last good state, before it."""
+    run's first loss (or times 1, if that was below 1). `step` is the failing step's
+    index (the number of updates done before it); `state` is the last good state."""
 
     def __init__(self, message: str, step: int, state: TrainState) -> None:
         super().__init__(message)
@@ -424,7 +426,8 @@ def _empty_history() -> History:
 def _check_position(state: TrainState, per_epoch: int) -> None:
     """The resumed state's position must be one a run reaches: batch within the epoch
     (a batch past its end would never reach the epoch's end: the loop would spin
-    forever), and step = epoch * per_epoch + batch updates done, one loss each."""
+    forever), and at least epoch * per_epoch + batch updates done (more when the run went
+    on over other data before, as a stream of chunks does), one loss each."""
     for field in ("step", "epoch", "batch"):
         value = getattr(state, field)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -432,8 +435,8 @@ def _check_position(state: TrainState, per_epoch: int) -> None:
     if state.batch >= per_epoch:
         raise ValueError(f"resume.batch: expected a batch in [0, {per_epoch - 1}] (an epoch "
                          f"of this data has {per_epoch} batches), got {state.batch}")
-    if state.step != state.epoch * per_epoch + state.batch:
-        raise ValueError(f"resume.step: expected epoch * {per_epoch} + batch = "
+    if state.step < state.epoch * per_epoch + state.batch:
+        raise ValueError(f"resume.step: expected at least epoch * {per_epoch} + batch = "
                          f"{state.epoch * per_epoch + state.batch} (epoch {state.epoch}, "
                          f"batch {state.batch}), got {state.step}")
     h = state.history
@@ -509,7 +512,7 @@ def fit(
     (`fnn.epoch.run_epoch`): the same bits as the loop over steps, in about half the time.
 
     Raises TrainingDiverged when a step's loss is not finite or is over
-    DIVERGENCE_FACTOR (1000) times the run's first loss (its `state` is the last good
+    DIVERGENCE_FACTOR (1000) times max(the run's first loss, 1) (its `state` is the last good
     one) and TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the state of
     the last complete step. Returns the state after config.epochs epochs: `.params` and
     `.history` are the results.
@@ -641,7 +644,7 @@ def _run(
                 and config.optimizer in ("sgd", "momentum") and not config.weight_decay)
     momentum = config.momentum if config.optimizer == "momentum" else 0.0
     update = optimizer.update_unchecked or optimizer.update  # fit checked its inputs
-    # The divergence bound: DIVERGENCE_FACTOR times the run's first loss (set at step 0).
+    # The divergence bound: DIVERGENCE_FACTOR times max(the run's first loss, 1).
     first_loss = [abs(losses[0]) if losses else math.nan]
 
     def diverged(value: float) -> bool:
@@ -650,7 +653,7 @@ def _run(
         if math.isnan(first_loss[0]):
             first_loss[0] = abs(value)
             return False
-        return first_loss[0] > 0 and abs(value) > DIVERGENCE_FACTOR * first_loss[0]
+        return abs(value) > DIVERGENCE_FACTOR * max(first_loss[0], 1.0)
 
     try:
         if cur.step == 0 and not evals and (ev := measure(cur.params, 0)):

@@ -237,7 +237,7 @@ def test_regressor_trains_the_bits_fnn_fit_trains():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(100, 4))
     y = x @ np.array([1.0, -2.0, 0.5, 0.0])
-    reg = MLPRegressor(hidden=8, epochs=3, lr=0.01, activation="tanh", random_state=2).fit(x, y)
+    reg = MLPRegressor(hidden=8, epochs=3, lr=0.01, optimizer="sgd", activation="tanh", random_state=2).fit(x, y)
     assert reg.get_params()["activation"] == "tanh"
     config = fnn.TrainConfig(sizes=(4, 8, 1), epochs=3, batch_size=32, lr=0.01, seed=2,
                              loss="mse", activation="tanh")
