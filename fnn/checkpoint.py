@@ -436,7 +436,8 @@ def _check_meta(meta: dict) -> tuple[TrainConfig, list[int], np.dtype, type, dic
         raise CheckpointError(f"meta.config: sizes {list(config.sizes)} and dtype "
                               f"{config.dtype} do not match meta.sizes {sizes} and meta.dtype "
                               f"{meta['dtype']}")
-    step, epoch, batch = (_meta_int(meta, k) for k in ("step", "epoch", "batch"))
+    epoch, batch = _meta_int(meta, "epoch"), _meta_int(meta, "batch")
+    _meta_int(meta, "step")
     fingerprint = meta["data_fingerprint"]
     if not isinstance(fingerprint, str) or len(fingerprint) > 1000:
         raise _fail("data_fingerprint", "a str (of at most 1000 characters)", fingerprint)
@@ -451,9 +452,8 @@ def _check_meta(meta: dict) -> tuple[TrainConfig, list[int], np.dtype, type, dic
         if batch >= per_epoch:
             raise _fail("batch", f"a batch in [0, {per_epoch - 1}] ({per_epoch} per epoch)",
                         batch)
-        if step < epoch * per_epoch + batch:  # (more: a run continued over other data)
-            raise _fail("step", f"at least epoch * {per_epoch} + batch = "
-                        f"{epoch * per_epoch + batch}", step)
+    if epoch > config.epochs:
+        raise _fail("epoch", f"at most config.epochs={config.epochs} epochs done", epoch)
     elapsed = meta["elapsed"]
     if (isinstance(elapsed, bool) or not isinstance(elapsed, (int, float))
             or not 0 <= elapsed < math.inf):

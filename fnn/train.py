@@ -73,12 +73,14 @@ __all__ = [
 ]
 
 # OPTIMIZERS and SCHEDULES (the choices) live in fnn.hyperparams with every other bound.
-#: A run has diverged when a step's training loss is not finite or exceeds this many
-#: times the first step's loss (of the run, or of the resumed run's history), or times
-#: 1 when that was below 1: a loss that large means the lr has thrown the network far
-#: from where it started (lr=1e6 on MNIST sits near 5e5, over a thousand times the
-#: initial 2.3, while accuracy stays at chance). The floor of 1 keeps a run that starts
-#: near zero loss (a regression on small targets) from counting a loss of 25 as diverged.
+#: A run has diverged when a step's training loss is not finite, or when every loss of
+#: an epoch exceeds this many times the run's first loss: the lr has thrown the network
+#: far from where it started and kept it there (lr=1e6 on MNIST sits near 5e5, 2e5 times
+#: the initial 2.3, at chance accuracy). One spike is not divergence. The rule applies
+#: to the classification losses, whose first loss is about log(classes) whatever the
+#: data; an mse loss scales with the targets (and unscaled targets can grow it 1e8-fold
+#: while a fit is still wanted, as in scikit-learn's estimator checks), so for mse only a
+#: loss that is not finite counts.
 DIVERGENCE_FACTOR: float = 1000.0
 # Config fields a resumed run may change: they alter neither the data order nor the math
 # of a step already taken (a longer run with a cosine schedule does change its horizon).
@@ -222,9 +224,9 @@ Callback = Callable[[Event], None]
 
 
 class TrainingDiverged(FloatingPointError):
-    """The training loss became nan or inf, or exceeded DIVERGENCE_FACTOR times the
-    run's first loss (or times 1, if that was below 1). `step` is the failing step's
-    index (the number of updates done before it); `state` is the last good state."""
+    """The training loss became nan or inf (`step` is that step's index, `state` the
+    state before it), or stayed over DIVERGENCE_FACTOR times the run's first loss for a
+    whole epoch (`step` is the epoch's first step, `state` the state before the epoch)."""
 
     def __init__(self, message: str, step: int, state: TrainState) -> None:
         super().__init__(message)
@@ -426,8 +428,9 @@ def _empty_history() -> History:
 def _check_position(state: TrainState, per_epoch: int) -> None:
     """The resumed state's position must be one a run reaches: batch within the epoch
     (a batch past its end would never reach the epoch's end: the loop would spin
-    forever), and at least epoch * per_epoch + batch updates done (more when the run went
-    on over other data before, as a stream of chunks does), one loss each."""
+    forever), epochs done within the config's, at most one loss and lr per step done. (The
+    step need not be epoch * per_epoch + batch, nor the history complete: fnn.sklearn's
+    partial_fit continues a run's steps on new data from epoch 0 with a new history.)"""
     for field in ("step", "epoch", "batch"):
         value = getattr(state, field)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -435,18 +438,17 @@ def _check_position(state: TrainState, per_epoch: int) -> None:
     if state.batch >= per_epoch:
         raise ValueError(f"resume.batch: expected a batch in [0, {per_epoch - 1}] (an epoch "
                          f"of this data has {per_epoch} batches), got {state.batch}")
-    if state.step < state.epoch * per_epoch + state.batch:
-        raise ValueError(f"resume.step: expected at least epoch * {per_epoch} + batch = "
-                         f"{state.epoch * per_epoch + state.batch} (epoch {state.epoch}, "
-                         f"batch {state.batch}), got {state.step}")
+    if state.epoch > state.config.epochs:
+        raise ValueError(f"resume.epoch: expected at most config.epochs="
+                         f"{state.config.epochs} epochs done, got {state.epoch}")
     h = state.history
     if not isinstance(h, History) or any(not isinstance(a, np.ndarray) or a.ndim != 1
                                          for a in h):
         raise TypeError(f"resume.history: expected an fnn.train.History of 1-d arrays, got "
                         f"{type(h).__name__}")
-    if h.loss.shape[0] != state.step or h.lr.shape[0] != state.step:
-        raise ValueError(f"resume.history: expected {state.step} losses and lrs (one per "
-                         f"step), got {h.loss.shape[0]} and {h.lr.shape[0]}")
+    if h.loss.shape[0] != h.lr.shape[0] or h.loss.shape[0] > state.step:
+        raise ValueError(f"resume.history: expected as many losses as lrs, at most one per "
+                         f"step ({state.step}), got {h.loss.shape[0]} and {h.lr.shape[0]}")
     evals = {a.shape[0] for a in h[2:]}
     if len(evals) != 1:
         raise ValueError(f"resume.history: expected eval arrays of one length, got "
@@ -511,16 +513,21 @@ def fit(
     callbacks and eval_every 0, each epoch runs as one compiled loop
     (`fnn.epoch.run_epoch`): the same bits as the loop over steps, in about half the time.
 
-    Raises TrainingDiverged when a step's loss is not finite or is over
-    DIVERGENCE_FACTOR (1000) times max(the run's first loss, 1) (its `state` is the last good
-    one) and TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the state of
-    the last complete step. Returns the state after config.epochs epochs: `.params` and
+    Raises TrainingDiverged when a step's loss is not finite (its `state` is the one
+    before that step) or, for a classification loss, when every loss of an epoch is over
+    DIVERGENCE_FACTOR (1000) times the run's first loss (its `state` is the one before
+    that epoch), and
+    TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the state of the last
+    complete step. Returns the state after config.epochs epochs: `.params` and
     `.history` are the results.
     """
     if resume is not None:
         if params is not None:
             raise ValueError("params: expected None when resuming (the state holds them)")
         config = check_config(_check_resume(resume, config))
+        if isinstance(resume.epoch, int) and config.epochs < resume.epoch:
+            raise ValueError(f"config.epochs: expected at least the {resume.epoch} epochs "
+                             f"the resumed run has done, got {config.epochs}")
         params = resume.params
     else:
         config = check_config(TrainConfig() if config is None else config)
@@ -567,8 +574,8 @@ def fit(
                 f"data: the run being resumed trained on ({resume.data_fingerprint}), "
                 f"got ({fingerprint})"
             )
-        _check_position(resume, steps_per_epoch(x.shape[0], config.batch_size,
-                                                config.drop_last))
+        _check_position(resume._replace(config=config),
+                        steps_per_epoch(x.shape[0], config.batch_size, config.drop_last))
         template = optimizer.init(params)
         check_state(resume.opt_state, type(template), params, empty_slots(template),
                     "resume.opt_state")
@@ -646,14 +653,25 @@ def _run(
     update = optimizer.update_unchecked or optimizer.update  # fit checked its inputs
     # The divergence bound: DIVERGENCE_FACTOR times max(the run's first loss, 1).
     first_loss = [abs(losses[0]) if losses else math.nan]
+    classifier = model.loss.predict is not None  # the factor's rule is for these only
 
-    def diverged(value: float) -> bool:
-        if not math.isfinite(value):
-            return True
-        if math.isnan(first_loss[0]):
-            first_loss[0] = abs(value)
+    def too_large(epoch_losses: list[float]) -> bool:
+        """Every loss of an epoch over DIVERGENCE_FACTOR times the run's first: one
+        spike is not divergence (a regression's first steps can jump), a whole epoch is."""
+        if not classifier:
             return False
-        return abs(value) > DIVERGENCE_FACTOR * max(first_loss[0], 1.0)
+        if math.isnan(first_loss[0]) and epoch_losses:
+            first_loss[0] = abs(epoch_losses[0])
+        bound = DIVERGENCE_FACTOR * first_loss[0]
+        return bool(epoch_losses) and first_loss[0] > 0 and min(map(abs, epoch_losses)) > bound
+
+    def diverged_error(epoch_losses: list[float], start: _Cursor, lr: float) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"training loss stayed over {DIVERGENCE_FACTOR:g} times the first loss "
+            f"{first_loss[0]:.4g} for all of epoch {start.epoch} (steps {start.step} to "
+            f"{start.step + len(epoch_losses) - 1}, lowest {min(epoch_losses):.4g}, lr "
+            f"{lr:g}); lower the lr or check the data. The state before that epoch is kept.",
+            start.step, snapshot(start))
 
     try:
         if cur.step == 0 and not evals and (ev := measure(cur.params, 0)):
@@ -671,8 +689,10 @@ def _run(
                 params, velocity, epoch_losses = run_epoch(
                     cur.params, cur.opt_state.velocity if momentum else None, x, y,
                     np.concatenate(batches), bs, np.array(epoch_lrs), momentum, model, keys)
-                # A diverged loss: the loop below re-runs the epoch and stops at it.
-                if not any(diverged(v) for v in epoch_losses.tolist()):
+                # A loss that is not finite: the loop below re-runs the epoch and stops at it.
+                if np.isfinite(epoch_losses).all():
+                    if too_large(epoch_losses.tolist()):
+                        raise diverged_error(epoch_losses.tolist(), cur, epoch_lrs[-1])
                     step = cur.step + len(batches)
                     losses.extend(epoch_losses.tolist())
                     lrs.extend(epoch_lrs)
@@ -681,20 +701,18 @@ def _run(
                     cur = _Cursor(params, SGDState(cur.opt_state.count + len(batches), velocity),
                                   step, cur.epoch + 1, 0, next_rng_state)
                     continue
+            start = cur  # where this epoch (or its resumed part) began
             for b in range(cur.batch, len(batches)):
                 idx = batches[b]
                 step = cur.step
                 lr = float(schedule(step))
                 value, grads = backprop_unchecked(ops, cur.params, model, x[idx], y[idx],
                                                   key_of(step))
-                if diverged(value):
-                    why = ("" if not math.isfinite(value) else
-                           f", over {DIVERGENCE_FACTOR:g} times the first loss "
-                           f"{first_loss[0]:.4g}")
+                if not math.isfinite(value):
                     raise TrainingDiverged(
-                        f"training loss is {value}{why} at step {step} (epoch {cur.epoch}, "
-                        f"batch {b}, lr {lr:g}); lower the lr or check the data. The state "
-                        f"before this step is kept.", step, snapshot())
+                        f"training loss is {value} at step {step} (epoch {cur.epoch}, batch "
+                        f"{b}, lr {lr:g}); lower the lr or check the data. The state before "
+                        f"this step is kept.", step, snapshot())
                 new_params, new_opt_state = update(grads, cur.opt_state, cur.params)
                 end = b + 1 == len(batches)
                 ev = measure(new_params, step + 1) if end or (
@@ -707,6 +725,8 @@ def _run(
                 if end:
                     cur = _Cursor(new_params, new_opt_state, step + 1, cur.epoch + 1, 0,
                                   next_rng_state)
+                    if too_large(losses[start.step:]):
+                        raise diverged_error(losses[start.step:], start, lr)
                 else:
                     cur = _Cursor(new_params, new_opt_state, step + 1, cur.epoch, b + 1,
                                   cur.rng_state)

@@ -451,15 +451,21 @@ def test_batch_indices(n, bs, rng, shuffle, drop_last):
 @given(data=st.data())
 def test_optimizers(data):
     which = data.draw(st.sampled_from(["sgd", "adam"]))
-    lr = data.draw(st.one_of(reals(), st.sampled_from(
-        [lambda s: 0.1, lambda s: "0.1", lambda s: math.nan, lambda s: 1 / (s - 1)])))
-    if which == "sgd":
-        kwargs = {"momentum": data.draw(reals()), "nesterov": data.draw(st.sampled_from(
-            [False, True, 1, None])), "weight_decay": data.draw(reals())}
-        names = {"lr", "momentum", "nesterov", "weight_decay"}
-    else:
-        kwargs = {k: data.draw(reals()) for k in ("b1", "b2", "eps", "weight_decay")}
-        names = {"lr", "b1", "b2", "eps", "weight_decay"}
+    valid = {"lr": st.sampled_from([0.1, 1e-3, lambda s: 0.1 / (s + 1)]),
+             "momentum": st.floats(0, 0.99), "nesterov": st.booleans(),
+             "weight_decay": st.sampled_from([0.0, 1e-4]), "b1": st.floats(0, 0.99),
+             "b2": st.floats(0, 0.999), "eps": st.sampled_from([1e-8, 1e-3])}
+    fields = ["lr", "momentum", "nesterov", "weight_decay"] if which == "sgd" else \
+        ["lr", "b1", "b2", "eps", "weight_decay"]
+    bad = data.draw(st.sampled_from(["none"] * 3 + fields))  # one wrong at a time
+    wrong = {"lr": st.one_of(reals(), st.sampled_from(
+        [lambda s: "0.1", lambda s: math.nan, lambda s: 1 / (s - 1)])),
+        "nesterov": st.sampled_from([1, None, "yes"])}
+    values = {f: data.draw(wrong.get(f, reals()) if f == bad else valid[f]) for f in fields}
+    if which == "sgd" and values["nesterov"] is True and values["momentum"] == 0:
+        values["momentum"] = 0.5
+    lr, kwargs = values.pop("lr"), values
+    names = set(fields)
     kind, opt = call(getattr(optim, which), (lr,), kwargs, names | {"nesterov"})
     if kind != "ok":
         return

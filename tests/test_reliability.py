@@ -48,7 +48,8 @@ def within(seconds, f, *args, **kwargs):
 def test_1_resume_with_batch_past_the_epoch_is_refused_not_a_hang():
     st = fit(None, DATA[:2], CONFIG._replace(epochs=1, backend="numpy"))
     for bad, field in ((st._replace(batch=10), "resume.batch"),
-                       (st._replace(step=3), "resume.step"),
+                       (st._replace(step=3), "resume.history"),
+                       (st._replace(epoch=5), "config.epochs"),
                        (st._replace(batch=-1), "resume.batch")):
         with pytest.raises(ValueError, match=field):
             within(20, fit, None, DATA[:2], CONFIG._replace(backend="numpy"), resume=bad)
@@ -88,7 +89,7 @@ def _nan_params(a):
 CRAFTED_META = {
     "step is a str": (lambda a: set_meta(a, step="abc"), "meta.step"),
     "step < 0": (lambda a: set_meta(a, step=-5), "meta.step"),
-    "epoch 99": (lambda a: set_meta(a, epoch=99), "meta.step"),
+    "epoch 99": (lambda a: set_meta(a, epoch=99), "meta.epoch"),
     "batch 10**9": (lambda a: set_meta(a, batch=10**9), "meta.batch"),
     "elapsed a str": (lambda a: set_meta(a, elapsed="x"), "meta.elapsed"),
     "int fingerprint": (lambda a: set_meta(a, data_fingerprint=7), "meta.data_fingerprint"),
@@ -399,9 +400,12 @@ def test_10_overflowing_float32_logits(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_10_a_huge_lr_counts_as_diverged(backend):
-    config = TrainConfig(sizes=(12, 16, 3), epochs=2, batch_size=32, lr=1e6, backend=backend)
-    with pytest.raises(TrainingDiverged, match=r"over 1000 times the first loss") as info:
-        fit(None, DATA, config)
+    # float64, so the loss stays finite (float32 overflows to NaN, caught either way).
+    config = TrainConfig(sizes=(12, 16, 3), epochs=2, batch_size=32, lr=1e6, backend=backend,
+                         dtype="float64")
+    data = blobs(seed=5, n=224, n_val=32, dtype=np.float64)
+    with pytest.raises(TrainingDiverged, match=r"stayed over 1000 times the first loss") as info:
+        fit(None, data, config)
     assert np.isfinite(info.value.state.history.loss).all()
     assert info.value.state.step == info.value.step
 
