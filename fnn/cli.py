@@ -37,7 +37,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .hyperparams import arg_type
+from .hyperparams import HYPERPARAMS, Flag, Int, Real, arg_type
 from .losses import LOSS_FUNCTIONS
 from .metrics_log import metrics_csv_callback
 from .monitor import MONITORS, best_eval
@@ -610,17 +610,18 @@ def _sweep_value(field: str, text: str) -> Any:
     """A --grid/--set value as the TrainConfig field wants it; hidden widths as 256x128."""
     if field == "hidden":
         return _widths(text.replace("x", ","))
-    default = TrainConfig._field_defaults[field]
     if field == "sizes":
         return (*_widths(text.replace("x", ",")),)
-    if isinstance(default, bool):
+    spec = HYPERPARAMS[field]
+    if isinstance(spec, Flag):
         if text.lower() not in ("true", "false", "1", "0"):
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
         return text.lower() in ("true", "1")
-    if isinstance(default, int):
-        return _int_at_least(-(2**63))(text)
-    if isinstance(default, float):
-        return _real(-math.inf)(text)
+    if isinstance(spec, (Int, Real)):  # parsed only: TrainConfig checks the bounds,
+        try:                           # naming the grid point
+            return spec.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

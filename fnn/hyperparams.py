@@ -33,12 +33,15 @@ INT_MAX: int = 2**63 - 1
 
 
 class Int(NamedTuple):
-    """An int (not a bool) in [minimum, maximum]."""
+    """An int (not a bool) in [minimum, maximum] (or None when `none_ok`)."""
 
     minimum: int
     maximum: int = INT_MAX
+    none_ok: bool = False
 
-    def check(self, value: Any, name: str) -> int:
+    def check(self, value: Any, name: str) -> int | None:
+        if value is None and self.none_ok:
+            return None
         v = check_int(value, name, self.minimum)
         if v > self.maximum:
             raise ValueError(f"{name}: expected an int <= {self.maximum}, got {v}")
@@ -184,7 +187,7 @@ HYPERPARAMS: dict[str, Spec] = {
     "loss": Choice(tuple(LOSS_FUNCTIONS)),
     "dropout": Rates(Real(0.0, 1.0, hi_open=True)),
     "val_fraction": Real(0.0, 1.0, hi_open=True),
-    "patience": Int(0),
+    "patience": Int(1, none_ok=True),
     "monitor": Choice(tuple(MONITORS)),
     # Optimizer arguments that TrainConfig does not carry.
     "b1": Real(0.0, 1.0, hi_open=True),

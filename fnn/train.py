@@ -111,8 +111,8 @@ class TrainConfig(NamedTuple):
         that every evaluation uses (default 1/12: 5,000 of MNIST's 60,000); the data's
         second pair is then the test set, evaluated once at the end. 0: train on all of
         it and evaluate on the second pair throughout (the notebook's way).
-    patience: stop early after this many evaluations in a row without a strict
-        improvement of `monitor` ("val_loss" or "val_accuracy"); 0: never.
+    patience: stop early after this many (>= 1) evaluations in a row without a strict
+        improvement of `monitor` ("val_loss" or "val_accuracy"); None: never.
     """
 
     sizes: tuple[int, ...] = (784, 64, 10)
@@ -135,7 +135,7 @@ class TrainConfig(NamedTuple):
     loss: str = "softmax_cross_entropy"
     dropout: float | tuple[float, ...] = 0.0
     val_fraction: float = 1 / 12
-    patience: int = 0
+    patience: int | None = None
     monitor: str = "val_loss"
 
 

@@ -356,7 +356,7 @@ def test_early_stopping_stops_patience_evaluations_after_the_best(monitor):
     again = fit(None, DATA, resume=state)
     assert again.step == state.step and again.test_loss == state.test_loss
     # Without patience the same run goes on.
-    assert fit(None, DATA, config._replace(patience=0, epochs=state.epoch + 2)).step > state.step
+    assert fit(None, DATA, config._replace(patience=None, epochs=state.epoch + 2)).step > state.step
 
 
 # ---------------------------------------------------------------- bad input
@@ -382,7 +382,8 @@ def test_early_stopping_stops_patience_evaluations_after_the_best(monitor):
     ({"val_fraction": -0.1}, ValueError, "config.val_fraction"),
     ({"val_fraction": "10%"}, TypeError, "config.val_fraction"),
     ({"val_fraction": 0.001}, ValueError, "config.val_fraction: expected a fraction that holds out"),
-    ({"patience": -1}, ValueError, "config.patience: expected an int >= 0"),
+    ({"patience": 0}, ValueError, "config.patience: expected an int >= 1"),
+    ({"patience": -1}, ValueError, "config.patience: expected an int >= 1"),
     ({"patience": 1.5}, TypeError, "config.patience"),
     ({"monitor": "loss"}, ValueError, r"config.monitor: expected one of \('val_loss'"),
 ])
