@@ -34,7 +34,7 @@ settings.register_profile(
     "fnn-fuzz", max_examples=25, deadline=None, derandomize=True, database=None,
     suppress_health_check=list(HealthCheck))
 settings.register_profile(
-    "fnn-fuzz-large", max_examples=150, deadline=None, database=None,
+    "fnn-fuzz-large", max_examples=1000, deadline=None, database=None,
     suppress_health_check=list(HealthCheck))
 FUZZ = settings.get_profile("fnn-fuzz-large" if os.environ.get("FNN_FUZZ_PROFILE") == "large"
                             else "fnn-fuzz")
