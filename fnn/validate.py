@@ -104,6 +104,8 @@ def check_grads(grads: Any, params: Params, name: str = "grads") -> None:
         if not isinstance(g, Layer):
             raise TypeError(f"{name}[{i}]: expected an fnn.Layer(w, b), got {describe(g)}")
         for field, ga, pa in (("w", g.w, p.w), ("b", g.b, p.b)):
+            if isinstance(ga, np.matrix):
+                raise TypeError(f"{name}[{i}].{field}: expected a plain ndarray, got np.matrix")
             if not isinstance(ga, np.ndarray) or ga.shape != pa.shape or ga.dtype != pa.dtype:
                 raise ValueError(
                     f"{name}[{i}].{field}: expected shape {pa.shape} and dtype {pa.dtype} "

@@ -34,7 +34,7 @@ settings.register_profile(
     "fnn-fuzz", max_examples=25, deadline=None, derandomize=True, database=None,
     suppress_health_check=list(HealthCheck))
 settings.register_profile(
-    "fnn-fuzz-large", max_examples=150, deadline=None, database=None,
+    "fnn-fuzz-large", max_examples=1000, deadline=None, database=None,
     suppress_health_check=list(HealthCheck))
 FUZZ = settings.get_profile("fnn-fuzz-large" if os.environ.get("FNN_FUZZ_PROFILE") == "large"
                             else "fnn-fuzz")
@@ -332,7 +332,10 @@ def test_compute_functions(name, data):
                     _arrays([result2]) or [np.asarray(result2)]):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         finite = np.isfinite(a) & np.isfinite(b)
-        assert (np.isfinite(a) == np.isfinite(b)).all() or name in ("loss", "backprop")
+        # Where values overflow (x ~ 1e30), IEEE results may differ in which entries are
+        # inf or NaN between the backends (documented); elsewhere they agree.
+        assert (np.isfinite(a) == np.isfinite(b)).all() or name in (
+            "loss", "backprop", "per_example_grads")
         scale = np.abs(a[finite]).max() if finite.any() else 1.0
         assert np.allclose(a[finite], b[finite], rtol=tol, atol=tol * max(scale, 1.0))
 

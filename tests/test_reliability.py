@@ -472,3 +472,12 @@ def test_fuzz_found_check_gradients_names_a_ragged_x():
     p = fnn.init_params(0, [1, 2], dtype="float64")
     with pytest.raises(ValueError, match=r"^x: expected an array"):
         fnn.check_gradients(p, [[1.0], [1.0, 1.0]], [0, 1])
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_fuzz_found_optimizer_update_names_a_matrix_grad():
+    p = fnn.init_params(0, [1, 2])
+    opt = optim.adam(0.1)
+    g = (fnn.Layer(np.matrix(np.ones((1, 2), np.float32)), np.ones(2, np.float32)),)
+    with pytest.raises(TypeError, match=r"^grads\[0\]\.w: expected a plain ndarray"):
+        opt.update(g, opt.init(p), p)
