@@ -148,7 +148,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 
 def _remove_stale_temporaries(folder: Path, prefix: str, before_ns: int) -> None:
-    """Remove `{prefix}{pid}.*.tmp` files older than `before_ns` whose pid is not a live
+    """Remove `{prefix}{pid}.*.tmp` files not newer than `before_ns` whose pid is not a live
     process: what a writer killed mid-write (SIGKILL) left. A live writer's file stays."""
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.[^/]*\.tmp\Z")
     try:
@@ -160,7 +160,9 @@ def _remove_stale_temporaries(folder: Path, prefix: str, before_ns: int) -> None
         if not m:
             continue
         try:
-            if entry.stat(follow_symlinks=False).st_mtime_ns >= before_ns or _alive(int(m[1])):
+            # Strictly newer only: file times are coarse (a clock tick of some ms), so a
+            # file a writer killed just now can carry this write's very timestamp.
+            if entry.stat(follow_symlinks=False).st_mtime_ns > before_ns or _alive(int(m[1])):
                 continue
             os.unlink(entry.path)
         except OSError:  # gone already, or not ours to remove
