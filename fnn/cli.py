@@ -101,20 +101,6 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _real(lo: float, hi: float = math.inf, lo_open: bool = False) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo):
-            interval = f"{'(' if lo_open else '['}{lo}, {hi}]"
-            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text}")
-        return value
-
-    return parse
-
-
 def _widths(text: str) -> tuple[int, ...]:
     """'64' -> (64,), '256,128' -> (256, 128), '' or 'none' -> () (no hidden layer)."""
     if text.strip().lower() in ("", "none"):
