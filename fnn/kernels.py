@@ -43,15 +43,14 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.cpython.unsafe.numbers import trailing_zeros
-from numba.extending import intrinsic, overload
-from numba.np.arrayobj import populate_array
+from numba.extending import overload
 
 from . import activations as _acts
 from . import dropout as _dropout
 from . import losses as _losses
+from .numba_compat import fma as _fma
+from .numba_compat import prefetch as _prefetch
+from .numba_compat import stack_tile, trailing_zeros
 
 __all__ = [
     "ASSIGN",
@@ -91,75 +90,7 @@ ASSIGN, RELU, SUBTRACT = 0, 1, 2
 _ONE = np.uint64(1)
 
 
-@intrinsic
-def _stack_tile(typingctx, like):  # type: ignore[no-untyped-def]
-    """A 1-d C array of TILE elements of `like`'s dtype in the calling kernel's stack frame.
-
-    Unlike a heap array, LLVM can prove that it aliases no argument, so a loop that
-    accumulates into it keeps it in registers. It must not outlive the calling kernel.
-    """
-    if not isinstance(like, types.Array):
-        return None
-    arr = types.Array(like.dtype, 1, "C")
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        elem = context.get_data_type(like.dtype)
-        intp = context.get_value_type(types.intp)
-        itemsize = context.get_abi_sizeof(elem)
-        out = context.make_array(arr)(context, builder)
-        populate_array(
-            out,
-            data=cgutils.alloca_once(builder, elem, size=TILE),
-            shape=[ir.Constant(intp, TILE)],
-            strides=[ir.Constant(intp, itemsize)],
-            itemsize=ir.Constant(intp, itemsize),
-            meminfo=None,
-        )
-        return out._getvalue()
-
-    return arr(like), codegen
-
-
-@intrinsic
-def _fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
-    """a * b + c rounded once (IEEE 754 fusedMultiplyAdd), for floats of one type.
-
-    An explicit `llvm.fma`, not a licence to fuse (`fastmath`): the result is the same
-    on every machine, one instruction where the CPU has FMA (and vectorised), a libm call
-    where it has not.
-    """
-    if not (isinstance(a, types.Float) and a == b == c):
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        ty = context.get_value_type(sig.args[0])
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ty, [ty, ty, ty]), f"llvm.fma.{ty.intrinsic_name}")
-        return builder.call(fn, args)
-
-    return a(a, b, c), codegen
-
-
-@intrinsic
-def _prefetch(typingctx, arr, i, j):  # type: ignore[no-untyped-def]
-    """Ask the CPU to start loading the cache line of arr[i, j] (2-d), without waiting."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 2):
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        aryty = sig.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        # read, keep in all cache levels, data cache
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(arr, i, j), codegen
+_stack_tile = stack_tile(TILE)
 
 
 # ---------------------------------------------------------------- non-zero masks

@@ -103,6 +103,74 @@ def test_process_pool_runs_equal_sequential_fits(data, tmp_path):
     assert multiprocessing.active_children() == []  # the pool is gone
 
 
+def _only_main_thread(seconds: float = 30.0) -> None:
+    """Wait until this process runs no thread but the main one: an earlier test may leave
+    one that ends by itself (tqdm's monitor, a pool's manager), and sweep forks only then."""
+    import threading
+
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None and getattr(tqdm.tqdm, "monitor", None) is not None:
+        tqdm.tqdm.monitor.exit()
+    deadline = time.monotonic() + seconds
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == 1, threading.enumerate()
+
+
+def test_spawned_workers_give_the_same_runs(data, tmp_path, monkeypatch):
+    module = sys.modules["fnn.sweep"]
+    monkeypatch.setattr(module, "_start_method", lambda: "spawn")
+    result = sweep(BASE, GRID, [0, 1], out=tmp_path, data=data, jobs=2)
+    check_sweep(result, data, tmp_path)
+
+
+def test_workers_fork_only_where_it_is_safe(monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    module = sys.modules["fnn.sweep"]
+    import threading
+
+    _only_main_thread()
+    assert module._start_method() == "fork"  # no other thread now
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert module._start_method() == "spawn"  # a lock it holds would stay held
+    finally:
+        stop.set()
+        other.join()
+    monkeypatch.setattr(module.importlib.util, "find_spec",
+                        lambda name: None if name == "threadpoolctl" else True)
+    assert module._start_method() == "spawn"  # nothing to cut the inherited BLAS pool
+
+
+def test_forked_workers_train_on_the_parents_loaded_data(tmp_path, monkeypatch):
+    # data=None: the sweep loads the shipped MNIST once; forked workers must not load it
+    # again (a load in a worker would write its pid into the log).
+    module = sys.modules["fnn.sweep"]
+    _only_main_thread()
+    assert module._start_method() == "fork"
+    log = tmp_path / "loads.txt"
+    real = module._load
+
+    def load(*args):
+        with log.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(*args)
+
+    monkeypatch.setattr(module, "_load", load)
+    config = BASE._replace(sizes=(784, 8, 10), epochs=1)
+    result = sweep(config, {"lr": [0.05]}, [0, 1], out=tmp_path / "out", limit=256, jobs=2)
+    assert [r.status for r in result.runs] == ["done", "done"]
+    assert log.read_text().split() == [str(os.getpid())]
+    d = fnn.load_mnist()
+    alone = fnn.fit(None, (d.x_train[:256], d.y_train[:256], d.x_test, d.y_test),
+                    config._replace(lr=0.05, seed=1))
+    assert result.runs[1].test_accuracy == alone.test_accuracy
+    assert_same_run(tmp_path / "out" / result.runs[1].name, alone, None)
+
+
 def test_dask_local_cluster_runs_equal_sequential_fits(data, tmp_path):
     pytest.importorskip("distributed")
     with dask_executor("local", n_workers=2) as executor:
