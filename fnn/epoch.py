@@ -36,7 +36,10 @@ __all__ = [
     "check_order",
     "momentum_epoch",
     "momentum_epoch_unchecked",
+    "OptimizerSpec",
+    "compiled_optimizer",
     "run_epoch",
+    "run_steps",
     "sgd_epoch",
     "sgd_epoch_unchecked",
     "steps_in_epoch",
@@ -132,6 +135,60 @@ def _check(
         words = tuple(key) if isinstance(key, (tuple, list)) else (key,)
         step_keys = np.array([fold_key((*words, s)) for s in range(steps)], dtype=np.uint64)
     return _Epoch(x2, y2, order2, batch_size, lrs, model, step_keys)
+
+
+class OptimizerSpec(NamedTuple):
+    """An optimizer as the compiled loop runs it (the lr comes per step, apart).
+
+    kind: "sgd", "momentum", "nesterov" or "adam"; momentum: for momentum and nesterov;
+    weight_decay: L2 (sgd family) or decoupled (adam), as in `fnn.optim`; b1, b2, eps: adam's.
+    """
+
+    kind: str
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+
+def compiled_optimizer(optimizer: str, momentum: float = 0.0,
+                       weight_decay: float = 0.0) -> OptimizerSpec | None:
+    """The spec of an optimizer that `run_steps` runs bit-identically to `fnn.optim`'s
+    update, or None when it cannot (then run the steps one by one)."""
+    if optimizer == "sgd" and not weight_decay:
+        return OptimizerSpec("sgd")
+    if optimizer == "momentum" and not weight_decay:
+        return OptimizerSpec("momentum", momentum)
+    return None
+
+
+def run_steps(
+    params: Params, opt_state: Any, x: np.ndarray, y: np.ndarray, order: np.ndarray,
+    batch_size: int, lrs: np.ndarray, spec: OptimizerSpec, model: Model | None = None,
+    step_keys: np.ndarray | None = None,
+) -> tuple[Params, Any, np.ndarray]:
+    """The steps over the batches of `order` in one compiled loop, for validated inputs:
+    the same bits as `fnn.backprop` (numba) + the optimizer's `update` per batch.
+
+    opt_state: the `fnn.optim` state (SGDState / AdamState) before the first of these
+    steps; lrs: (steps,) the lr of each step (the schedule at count, count + 1, ...).
+    Returns (new params, new opt_state with count advanced by steps, losses (steps,)
+    float64).
+    """
+    from .optim import SGDState
+
+    steps = lrs.shape[0]
+    if spec.kind == "sgd":
+        new_params, _, losses = run_epoch(params, None, x, y, order, batch_size, lrs, 0.0,
+                                          model, step_keys)
+        return new_params, SGDState(opt_state.count + steps, ()), losses
+    if spec.kind == "momentum":
+        new_params, velocity, losses = run_epoch(params, opt_state.velocity, x, y, order,
+                                                 batch_size, lrs, spec.momentum, model,
+                                                 step_keys)
+        return new_params, SGDState(opt_state.count + steps, velocity), losses
+    raise ValueError(f"spec.kind: expected one compiled_optimizer returns, got {spec.kind!r}")
 
 
 def run_epoch(
