@@ -105,3 +105,44 @@ def test_compile(benchmark, cache):
             benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
         else:
             benchmark.pedantic(run, rounds=3, iterations=1)
+
+
+# Group "compile-per-path": what each path compiles on its first call, float32, in a new
+# process with an empty numba cache. The time printed by the child (first call, after
+# the import) goes into extra_info; the benchmark's own time is the whole process.
+PATHS = {
+    "backprop (per-step numba)": "fnn.sgd_step(p, fnn.backprop(p, x, y)[1], 0.1)",
+    "sgd_epoch (compiled epoch)": "sgd_epoch(p, x, y, np.arange(64), 32, 0.1)",
+    "predict + accuracy (evaluation)": "fnn.accuracy(p, x, y)",
+    "fit, TrainConfig() (training and evaluation)":
+        "fnn.fit(None, (x, y, x, y), fnn.TrainConfig(epochs=1, batch_size=32, "
+        "val_fraction=0))",
+}
+PATH_CALL = f"""
+import time, numpy as np
+import fnn
+from fnn.epoch import sgd_epoch
+p = fnn.init_params(0, {SIZES})
+x = np.random.default_rng(0).random((64, {SIZES[0]})).astype(np.float32)
+y = np.arange(64) % {SIZES[-1]}
+t = time.perf_counter()
+{{call}}
+print(time.perf_counter() - t)
+"""
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_compile_per_path(benchmark, path):
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+        code = PATH_CALL.replace("{call}", PATHS[path])
+        out = []
+
+        def run():
+            out.append(float(subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                            capture_output=True, text=True).stdout))
+
+        benchmark.group = "compile-per-path"
+        benchmark.pedantic(run, rounds=1, iterations=1)
+        benchmark.extra_info["first call s (compile)"] = round(out[0], 2)
+        print(f"\n{path}: first call {out[0]:.2f} s from an empty numba cache")

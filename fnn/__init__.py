@@ -10,10 +10,10 @@ Modules, one concern each: `params` (Layer, init), `activations`, `losses` and
 in compiled code), `validate` (input checks), `hyperparams` (the bounds of every
 hyper-parameter, one table), `reference` (the notebook), `gradcheck`
 and `per_example` (gradient checks), `optim`, `data` and `batching`, `train` (with
-`monitor`, early stopping's bookkeeping), `checkpoint`, `plot`, `sweep` (many seeded
-runs at once), the run's files (`run_config`, `metrics_log`, `provenance`, `scaling`,
-`images`, `confusion`, `runs`: a saved run used again for eval and predict), `sklearn`
-(estimators) and `cli`.
+`monitor`, early stopping's bookkeeping; `interrupts`, Ctrl-C at clean points),
+`checkpoint`, `plot`, `sweep` (many seeded runs at once), the run's files
+(`run_config`, `metrics_log`, `provenance`, `scaling`, `images`, `confusion`, `runs`: a
+saved run used again for eval and predict), `sklearn` (estimators) and `cli`.
 """
 
 from . import activations, hyperparams, losses, optim, reference
@@ -38,6 +38,7 @@ from .train import (
     TrainState,
     evaluate,
     fit,
+    on_events,
     validation_split,
 )
 
@@ -79,6 +80,7 @@ __all__ = [
     "loss",
     "losses",
     "momentum_epoch",
+    "on_events",
     "optim",
     "per_example_grads",
     "predict",

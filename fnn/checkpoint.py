@@ -56,6 +56,7 @@ from .train import (
     TrainState,
     check_config,
     make_optimizer,
+    on_events,
     rng_from_state,
     steps_per_epoch,
 )
@@ -637,14 +638,16 @@ def checkpoint_callback(
     path: str | os.PathLike, *, every: int = 0, extra: Mapping[str, Any] | None = None
 ) -> Callback:
     """A `fit` callback that saves the run to `path` at each epoch end, at the end (with
-    the test metrics), and every `every` steps when every > 0."""
+    the test metrics), and every `every` steps when every > 0 (fit ends its compiled
+    chunks there, so the steps saved are the same on either path)."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise ValueError(f"every: expected an int >= 0, got {every!r}")
     saved = [-1]  # the step last saved, so an epoch end that is also the end saves once
 
+    @on_events(*(("chunk",) if every else ()), "epoch", "end", every=every)
     def callback(event: Event) -> None:
         due = event.kind in ("epoch", "end") or (
-            event.kind == "step" and every and event.step % every == 0)
+            event.kind == "chunk" and every and event.step % every == 0)
         if event.kind == "epoch" and event.step == event.total_steps:
             return  # the end follows at this step, and its state has the test metrics
         if not due:
@@ -671,6 +674,7 @@ def best_checkpoint_callback(
     field, sign = MONITORS[monitor]
     best = [math.nan]
 
+    @on_events("start", "eval")
     def callback(event: Event) -> None:
         if event.kind == "start":
             state = event.state()

@@ -17,13 +17,15 @@ a diverged run exits with 1 and Ctrl-C with 130, after saving a resumable checkp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -76,6 +78,7 @@ CONFIG = "config.json"
 PLOT = "training.png"
 DEFAULT_OUT = "runs/train"
 EXIT_INTERRUPTED = 130
+COMPILING = "fnn: compiling fnn's kernels (first run only; cached after)..."
 
 
 class _UsageError(Exception):
@@ -276,6 +279,10 @@ def _load_data(run: dict[str, Any], dtype: str, quiet: bool) -> tuple[Any, tuple
 class _Progress:
     """A tqdm bar on stderr: steps, epoch, running training loss, validation accuracy."""
 
+    # Not "step": after each chunk is often enough, and lets fit run compiled chunks.
+    events = frozenset({"start", "chunk", "eval", "epoch", "end"})
+    every = 0
+
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.bar: Any = None
@@ -295,13 +302,13 @@ class _Progress:
             self._postfix(event)
         elif self.bar is None:
             return
-        elif event.kind == "step":
+        elif event.kind == "chunk":
             # An exponential moving average: one batch's loss is too noisy to read.
-            self.loss = (event.loss if math.isnan(self.loss)
-                         else 0.98 * self.loss + 0.02 * event.loss)
-            self.bar.update(1)
-            if event.step % 50 == 0:
-                self._postfix(event)
+            for value in event.losses:
+                self.loss = value if math.isnan(self.loss) else 0.98 * self.loss + 0.02 * value
+            if event.step // 50 > (event.step - len(event.losses)) // 50:
+                self._postfix(event)  # (shown by the update's refresh)
+            self.bar.update(event.step - self.bar.n)
         elif event.kind in ("eval", "epoch"):
             self.bar.set_description(self._desc(event), refresh=False)
             self._postfix(event)
@@ -326,6 +333,52 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+@contextlib.contextmanager
+def _announce_compiling(stream: TextIO) -> Iterator[None]:
+    """Print COMPILING on `stream`, once, if numba compiles anything during the block.
+    Only a cold cache compiles: a kernel found in numba's cache loads without a
+    "numba:compile" event."""
+    from numba.core import event
+
+    said: list[bool] = []
+
+    class Listener(event.Listener):
+        def on_start(self, ev: event.Event) -> None:
+            if not said:
+                said.append(True)
+                print(COMPILING, file=stream, flush=True)
+
+        def on_end(self, ev: event.Event) -> None:
+            pass
+
+    with event.install_listener("numba:compile", Listener()):
+        yield
+
+
+def _warm_up(config: TrainConfig, arrays: tuple[Any, ...], stream: TextIO) -> None:
+    """Load the Numba kernels the run will use from numba's cache, or compile them (a
+    first run; one line on `stream` says so): a one-epoch fit on a few rows.
+
+    It runs in a thread, which fit's Ctrl-C deferral leaves alone: in the main thread
+    fit would hold Ctrl-C until the kernel call returns, for the whole of a first
+    compile; here the main thread only waits, and Ctrl-C stops it at once."""
+    if config.backend != "numba":
+        return
+    x, y, x_test, y_test = arrays
+    n = min(len(x), 2 * config.batch_size)
+    data = (x[:n], y[:n], *((x_test[:8], y_test[:8]) if len(x_test) else ()))
+    small = config._replace(epochs=1, val_fraction=0.0, patience=None, eval_every=0)
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):  # a failing config fails in the run itself
+            fit(None, data, small)
+
+    with _announce_compiling(stream):
+        thread = threading.Thread(target=warm, name="fnn-warm-up", daemon=True)
+        thread.start()
+        thread.join()
 
 
 def _json_history(state: TrainState) -> dict[str, Any]:
@@ -446,6 +499,8 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
         (out / BEST).unlink(missing_ok=True)  # an old run's best is not this run's
     _write_json(out / CONFIG, config_json(config, run, origin))
 
+    if not args.quiet:
+        _warm_up(config, (x_train, y_train, x_test, y_test), stderr)
     progress = None if args.quiet else _Progress(stderr)
     callbacks = [checkpoint_callback(ckpt, every=args.checkpoint_every, extra=meta),
                  metrics_csv_callback(out / METRICS)]

@@ -15,6 +15,10 @@ The result is bit-identical to that loop's (the same kernels in the same order, 
 float operations in the update). It stays pure at the boundary: params are copied into
 private buffers, updated there, and returned as new read-only params; the inputs are
 never written. `momentum_epoch` does the same for `fnn.optim.sgd(lr, momentum)`.
+`run_steps` (for validated inputs; what `fnn.fit` uses) does it for every optimizer a
+TrainConfig makes, by its `compiled_optimizer` spec: sgd, momentum, nesterov and adam,
+each with weight decay, taking and returning the `fnn.optim` state, bit-identical to
+`opt.update` after each `fnn.backprop` (numba backend).
 
 `lr` may be one float or one learning rate per step (an array), so a schedule can be
 evaluated by the caller. The functions ending in `_unchecked` skip validation, for
@@ -28,16 +32,17 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .dropout import fold_key, layer_base, threshold
+from .interrupts import deferred_sigint
 from .model import Model, check_key, make_model
 from .params import Layer, Params, freeze
 from .validate import check_grads, check_lr, check_params, check_x, nonfinite_error
 
 __all__ = [
+    "OptimizerSpec",
     "check_order",
+    "compiled_optimizer",
     "momentum_epoch",
     "momentum_epoch_unchecked",
-    "OptimizerSpec",
-    "compiled_optimizer",
     "run_epoch",
     "run_steps",
     "sgd_epoch",
@@ -155,12 +160,40 @@ class OptimizerSpec(NamedTuple):
 def compiled_optimizer(optimizer: str, momentum: float = 0.0,
                        weight_decay: float = 0.0) -> OptimizerSpec | None:
     """The spec of an optimizer that `run_steps` runs bit-identically to `fnn.optim`'s
-    update, or None when it cannot (then run the steps one by one)."""
-    if optimizer == "sgd" and not weight_decay:
-        return OptimizerSpec("sgd")
-    if optimizer == "momentum" and not weight_decay:
-        return OptimizerSpec("momentum", momentum)
+    update, or None when it cannot (then run the steps one by one).
+
+    optimizer, momentum, weight_decay: as in `fnn.TrainConfig` (and `make_optimizer`):
+    "sgd" ignores momentum; "momentum" with momentum 0 is plain sgd; "adam" ignores
+    momentum and takes b1=0.9, b2=0.999, eps=1e-8. Every optimizer TrainConfig makes
+    has a spec; None for another name or a nesterov without momentum.
+    """
+    momentum, weight_decay = float(momentum), float(weight_decay)
+    if optimizer == "sgd" or (optimizer == "momentum" and not momentum):
+        return OptimizerSpec("sgd", weight_decay=weight_decay)
+    if optimizer in ("momentum", "nesterov") and momentum:
+        return OptimizerSpec(optimizer, momentum, weight_decay)
+    if optimizer == "adam":
+        return OptimizerSpec("adam", weight_decay=weight_decay)
     return None
+
+
+def _optimizer_scalars(spec: OptimizerSpec, lrs: np.ndarray, count: int,
+                       dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's `hyper` and `step_scalars` (`fnn.kernels.HYPER`, `STEP_SCALARS`).
+
+    Each is the Python float that `fnn.optim` multiplies an array by, computed as it
+    computes it (in float64: 1.0 - b1, 1.0 - b1**t, lr * weight_decay), then rounded to
+    the params' dtype, as NumPy 2 rounds a Python float operand (NEP 50).
+    """
+    mu, wd = float(spec.momentum), float(spec.weight_decay)
+    b1, b2, eps = float(spec.b1), float(spec.b2), float(spec.eps)
+    hyper = np.array([mu, wd, b1, 1.0 - b1, b2, 1.0 - b2, eps]).astype(dtype)
+    steps = lrs.shape[0]
+    if spec.kind != "adam":  # the sgd family reads none of them
+        return hyper, np.zeros((steps, 3), dtype=dtype)
+    rows = [(1.0 - b1**t, 1.0 - b2**t, lr * wd)
+            for t, lr in zip(range(count + 1, count + steps + 1), lrs.tolist())]
+    return hyper, np.array(rows, dtype=np.float64).reshape(steps, 3).astype(dtype)
 
 
 def run_steps(
@@ -172,30 +205,40 @@ def run_steps(
     the same bits as `fnn.backprop` (numba) + the optimizer's `update` per batch.
 
     opt_state: the `fnn.optim` state (SGDState / AdamState) before the first of these
-    steps; lrs: (steps,) the lr of each step (the schedule at count, count + 1, ...).
+    steps; lrs: (steps,) the lr of each step (the schedule at count, count + 1, ...), as
+    float64, the schedule's own floats (adam's decoupled decay multiplies lr * wd in
+    float64 first, as `fnn.optim` does); spec: from `compiled_optimizer`.
     Returns (new params, new opt_state with count advanced by steps, losses (steps,)
-    float64).
+    float64): SGDState(count, velocity, () for plain sgd) or AdamState(count, mu, nu),
+    new read-only arrays; the inputs are never written.
     """
-    from .optim import SGDState
+    from .optim import AdamState, SGDState
 
     steps = lrs.shape[0]
+    count = opt_state.count
     if spec.kind == "sgd":
-        new_params, _, losses = run_epoch(params, None, x, y, order, batch_size, lrs, 0.0,
-                                          model, step_keys)
-        return new_params, SGDState(opt_state.count + steps, ()), losses
-    if spec.kind == "momentum":
-        new_params, velocity, losses = run_epoch(params, opt_state.velocity, x, y, order,
-                                                 batch_size, lrs, spec.momentum, model,
-                                                 step_keys)
-        return new_params, SGDState(opt_state.count + steps, velocity), losses
-    raise ValueError(f"spec.kind: expected one compiled_optimizer returns, got {spec.kind!r}")
+        slots: tuple[Params, ...] = ()
+    elif spec.kind in ("momentum", "nesterov"):
+        slots = (opt_state.velocity,)
+    elif spec.kind == "adam":
+        slots = (opt_state.mu, opt_state.nu)
+    else:
+        raise ValueError(f"spec.kind: expected one compiled_optimizer returns, got "
+                         f"{spec.kind!r}")
+    new_params, new_slots, losses = run_epoch(params, None, x, y, order, batch_size, lrs,
+                                              0.0, model, step_keys, spec=spec, slots=slots,
+                                              count=count)
+    if spec.kind == "adam":
+        return new_params, AdamState(count + steps, *new_slots), losses
+    return new_params, SGDState(count + steps, new_slots[0] if new_slots else ()), losses
 
 
 def run_epoch(
     params: Params, velocity: Params | None, x: np.ndarray, y: np.ndarray,
     order: np.ndarray, batch_size: int, lrs: np.ndarray, momentum: float,
-    model: Model | None = None, step_keys: np.ndarray | None = None,
-) -> tuple[Params, Params, np.ndarray]:
+    model: Model | None = None, step_keys: np.ndarray | None = None, *,
+    spec: OptimizerSpec | None = None, slots: tuple[Params, ...] = (), count: int = 0,
+) -> tuple[Params, Any, np.ndarray]:
     """The epoch itself, for validated inputs (see `sgd_epoch_unchecked`): plain SGD when
     velocity is None (momentum is then ignored), else SGD with momentum.
 
@@ -203,6 +246,11 @@ def run_epoch(
     uint64 folded dropout key of each step (needed when the model has dropout).
     Returns (new params, new velocity or (), the loss of each step as float64, exactly
     as `fnn.backprop` returns it).
+
+    With spec (see `run_steps`, the entry point for it), any optimizer instead: velocity
+    and momentum are ignored; slots: its state arrays, () for sgd, (velocity,) for
+    momentum and nesterov, (mu, nu) for adam; count: its count before the first step
+    (adam's bias corrections). The second result is then the tuple of new slots.
     """
     from . import kernels  # numba loads on first use, as in fnn.backends
 
@@ -218,27 +266,37 @@ def run_epoch(
     if step_keys is not None:
         for s in range(steps):
             bases[s] = [layer_base(step_keys[s], l) for l in range(n_layers)]
+    legacy = spec is None
+    if spec is None:  # plain SGD, or momentum (with momentum 0: plain, velocity kept)
+        spec = OptimizerSpec("momentum" if velocity is not None and momentum else "sgd",
+                             float(momentum))
+        slots = () if velocity is None else (velocity,)
+    kind = kernels.OPTIMIZERS.index(spec.kind)
+    hyper, step_scalars = _optimizer_scalars(spec, lrs, count, dtype)
     ws = tuple(np.array(p.w, order="C") for p in params)  # private, writable copies
     bs = tuple(np.array(p.b, order="C") for p in params)
-    if velocity is None:
-        vws, vbs = ws, bs  # not read when momentum == 0
-    else:
-        vws = tuple(np.array(v.w, order="C") for v in velocity)
-        vbs = tuple(np.array(v.b, order="C") for v in velocity)
+    copies = [(tuple(np.array(a.w, order="C") for a in slot),
+               tuple(np.array(a.b, order="C") for a in slot)) for slot in slots]
+    # A slot the optimizer has not is not read: the params stand in (one compiled type).
+    (vws, vbs), (nws, nbs) = (copies + [(ws, bs)] * 2)[:2]
     # A batch larger than the epoch is the whole epoch; clamped, the kernel's int64
     # arithmetic never sees a batch_size such as 2**63 - 1 (which it would overflow).
     batch_size = min(int(batch_size), order.shape[0])
-    losses, bad_row = kernels.train_epoch(ws, bs, vws, vbs, x, y, order, batch_size,
-                                          np.asarray(lrs, dtype=dtype), dtype.type(momentum),
-                                          codes, model.loss.code, thresh, scales, bases)
+    # Ctrl-C waits for the kernel (raised inside numba's dispatcher it would be a
+    # SystemError and lose the result): then a KeyboardInterrupt, the inputs untouched.
+    with deferred_sigint():
+        losses, bad_row = kernels.train_epoch(
+            ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
+            kind, bool(spec.weight_decay), hyper, step_scalars, codes, model.loss.code,
+            thresh, scales, bases)
     if bad_row >= 0:  # the private copies are dropped: nothing was written
         raise nonfinite_error(x, "x", slice(bad_row, bad_row + 1))
     new_params = tuple(Layer(freeze(w), freeze(b)) for w, b in zip(ws, bs))
-    new_velocity = (
-        () if velocity is None
-        else tuple(Layer(freeze(w), freeze(b)) for w, b in zip(vws, vbs))
-    )
-    return new_params, new_velocity, losses
+    new_slots = tuple(tuple(Layer(freeze(w), freeze(b)) for w, b in zip(*copy))
+                      for copy in copies)
+    if legacy:
+        return new_params, new_slots[0] if new_slots else (), losses
+    return new_params, new_slots, losses
 
 
 def sgd_epoch_unchecked(
@@ -317,6 +375,8 @@ def momentum_epoch(
 
     Returns (new params, new velocity, losses (steps,)), bit-identical to
     `fnn.optim.sgd(lr, momentum).update` after `fnn.backprop` (numba backend) per batch.
+    Nesterov, adam and weight decay run compiled through `fnn.epoch.run_steps` (for
+    validated inputs, with the `fnn.optim` state), as `fnn.fit` runs them.
     """
     e = _check(params, x, y, order, batch_size, lr, activation, loss, dropout, key)
     momentum = _check_momentum(momentum)

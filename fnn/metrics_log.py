@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from .train import Callback, Event, TrainState
+from .train import Callback, Event, TrainState, on_events
 
 __all__ = ["COLUMNS", "metrics_csv_callback"]
 
@@ -70,11 +70,12 @@ def metrics_csv_callback(path: str | os.PathLike) -> Callback:
         if rows:
             append(*rows)
 
+    @on_events("start", "chunk", "eval", "end")
     def callback(event: Event) -> None:
         if event.kind == "start":
             start(event.state(), event.total_steps)
-        elif event.kind == "step":
-            pending.append(event.loss)
+        elif event.kind == "chunk":
+            pending.extend(event.losses)
         elif event.kind == "eval":
             append(row(event.step, meta["split"], event.eval_loss, event.eval_accuracy,
                        event.lr, time.perf_counter() - meta["t0"]))

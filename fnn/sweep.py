@@ -537,6 +537,9 @@ def _execute(tasks: list[_Task], executor: Executor | None, jobs: int,
                 before()
             for task in tasks:
                 futures[pool.submit(_run_one, task)] = task
+        # The plot at the end needs matplotlib, whose import (~0.5 s) would otherwise be
+        # serial time after the last run: do it now, while the workers train.
+        _import_plotting()
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -637,6 +640,16 @@ def _write_summaries(out: Path, keys: list[str], summary: tuple[ConfigSummary, .
     text_md = ("Mean ± sample std over seeds (min-max of test accuracy); "
                "train time is the mean per run.\n\n" + "\n".join(lines) + "\n").encode()
     atomic_write(out / SUMMARY_MD, lambda f: f.write(text_md))
+
+
+def _import_plotting() -> None:
+    """Import what `_write_plot` uses, if it is installed (a failure surfaces there)."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        with contextlib.suppress(Exception):
+            from matplotlib import figure  # noqa: F401
+            from matplotlib.backends import backend_agg  # noqa: F401
+
+            from . import plot  # noqa: F401
 
 
 def _write_plot(out: Path, points: list[dict], runs: list[RunResult]) -> bool:

@@ -31,15 +31,15 @@ import numpy as np
 from .backends import get_backend, get_ops
 from .batching import batch_indices
 from .dropout import step_key
-from .epoch import run_epoch
+from .epoch import compiled_optimizer, run_steps
 from .hyperparams import HYPERPARAMS, OPTIMIZERS, SCHEDULES
+from .interrupts import SigintDeferral, deferred_sigint
 from .mlp import backprop_unchecked, forward_unchecked
 from .model import Model, make_model
 from .monitor import MONITORS, evals_since_best
 from .optim import (
     Optimizer,
     Schedule,
-    SGDState,
     adam,
     check_state,
     constant_schedule,
@@ -54,6 +54,7 @@ from .validate import check_int, check_params, check_real, check_x
 
 __all__ = [
     "DIVERGENCE_FACTOR",
+    "EVENT_KINDS",
     "OPTIMIZERS",
     "RESUMABLE_CHANGES",
     "SCHEDULES",
@@ -67,6 +68,7 @@ __all__ = [
     "evaluate",
     "fit",
     "make_optimizer",
+    "on_events",
     "rng_from_state",
     "steps_per_epoch",
     "validation_split",
@@ -200,13 +202,25 @@ class TrainState(NamedTuple):
         return self.epoch >= self.config.epochs or self.stopped_early
 
 
-class Event(NamedTuple):
-    """What a callback is told, after a step, an evaluation or an epoch end.
+#: The kinds of Event, in the order fit sends them at one step: "start" once; "step"
+#: after each step when fit runs them one by one (which a callback taking "step" makes
+#: it do); "chunk" after each run of steps done at once (a compiled chunk, or one step
+#: when they run one by one); "eval" after an evaluation; "epoch" at an epoch's end;
+#: "end" once, when the run has finished.
+EVENT_KINDS = ("start", "step", "chunk", "eval", "epoch", "end")
+# What a callback that declares nothing is sent: the events of fnn before chunks, every
+# step included ("chunk" would tell such a callback nothing new).
+_ALL_BUT_CHUNK = frozenset(EVENT_KINDS) - {"chunk"}
 
-    kind: "start", "step", "eval", "epoch" or "end". step: updates done; epoch: epochs
-    completed; total_steps: steps of the whole run. loss, lr: the last step's (nan at
-    start). eval_loss, eval_accuracy: the latest evaluation's (nan if none yet).
-    state(): the full TrainState at this point, built on demand (costs O(steps)).
+
+class Event(NamedTuple):
+    """What a callback is told, after a step or chunk, an evaluation or an epoch end.
+
+    kind: one of EVENT_KINDS. step: updates done; epoch: epochs completed; total_steps:
+    steps of the whole run. loss, lr: the last step's (nan at start). eval_loss,
+    eval_accuracy: the latest evaluation's (nan if none yet). state(): the full
+    TrainState at this point, built on demand (costs O(steps)). losses: for "step" and
+    "chunk", the training loss of each step just done (one for "step"); () otherwise.
     """
 
     kind: str
@@ -218,9 +232,68 @@ class Event(NamedTuple):
     eval_loss: float
     eval_accuracy: float
     state: Callable[[], TrainState]
+    losses: tuple[float, ...] = ()
 
 
 Callback = Callable[[Event], None]
+
+
+def on_events(*kinds: str, every: int = 0) -> Callable[[Callback], Callback]:
+    """Declare the events a `fit` callback needs: `@on_events("epoch", "end")`.
+
+    fit sends the callback only those kinds (of EVENT_KINDS). A callback without the
+    declaration is sent every kind but "chunk", every step included, and so makes fit
+    run the steps one by one; one that does not take "step" lets fit run them in
+    compiled chunks. every > 0: the chunks end on every multiple of `every` steps too
+    (with "chunk", the callback then sees each of those steps, as it would with "step").
+    Returns a new callable (the given one is not changed) with the attributes `events`
+    (a frozenset) and `every`; a class may set the two itself.
+    """
+    unknown = [k for k in kinds if k not in EVENT_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"kinds: expected some of {EVENT_KINDS}, got {unknown or 'none'}")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"every: expected an int >= 0, got {every!r}")
+    events = frozenset(kinds)
+
+    def declare(callback: Callback) -> Callback:
+        if not callable(callback):
+            raise _fail_type("callback", "a callable taking an Event", callback)
+
+        @functools.wraps(callback)
+        def declared(event: Event) -> None:
+            callback(event)
+
+        declared.events = events  # type: ignore[attr-defined]
+        declared.every = every  # type: ignore[attr-defined]
+        return declared
+
+    return declare
+
+
+def _check_callbacks(callbacks: Any) -> tuple[tuple[Callback, frozenset[str], int], ...]:
+    """(callback, the kinds it is sent, its step multiple or 0) of each callback."""
+    try:
+        items = tuple(callbacks)
+    except TypeError:
+        raise _fail_type("callbacks", "a sequence of callables", callbacks) from None
+    out = []
+    for i, callback in enumerate(items):
+        if not callable(callback):
+            raise _fail_type(f"callbacks[{i}]", "a callable taking an Event", callback)
+        events = getattr(callback, "events", None)
+        if events is None:
+            out.append((callback, _ALL_BUT_CHUNK, 0))
+            continue
+        if (not isinstance(events, (set, frozenset, tuple, list))
+                or not set(events) <= set(EVENT_KINDS)):
+            raise ValueError(f"callbacks[{i}].events: expected a set of kinds from "
+                             f"{EVENT_KINDS}, got {events!r}")
+        every = getattr(callback, "every", 0)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"callbacks[{i}].every: expected an int >= 0, got {every!r}")
+        out.append((callback, frozenset(events), every))
+    return tuple(out)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -506,21 +579,27 @@ def fit(
     config: a TrainConfig; None means TrainConfig() or, when resuming, resume.config.
     resume: a TrainState to continue (params must then be None). Only the fields in
         RESUMABLE_CHANGES of its config may differ from `config`.
-    callbacks: functions called with an Event after each step, evaluation and epoch, and
-        at start and end.
+    callbacks: functions called with an Event at start and end, after each step (or
+        chunk of steps), evaluation and epoch; see EVENT_KINDS and `on_events`, with
+        which a callback declares the kinds it needs.
 
-    Speed: with the numba backend, optimizer "sgd" or "momentum" without weight decay, no
-    callbacks and eval_every 0, each epoch runs as one compiled loop
-    (`fnn.epoch.run_epoch`): the same bits as the loop over steps, in about half the time.
+    Speed: with the numba backend and an optimizer that `fnn.epoch.compiled_optimizer`
+    compiles, unless a callback needs every "step", the steps run in compiled chunks
+    (`fnn.epoch.run_steps`) of about CHUNK_SECONDS each: the same bits as the loop over
+    steps, in about half the time. Chunks end at every evaluation, at epoch ends and at
+    the callbacks' `every` multiples, so evaluations, callbacks, Ctrl-C and early
+    stopping happen at the same steps, with the same states, as step by step.
 
     Raises TrainingDiverged when a step's loss is not finite (its `state` is the one
     before that step) or, for a classification loss, when every loss of an epoch is over
     DIVERGENCE_FACTOR (1000) times the run's first loss (its `state` is the one before
     that epoch), and
     TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the state of the last
-    complete step. Returns the state after config.epochs epochs: `.params` and
-    `.history` are the results.
+    complete step or chunk (in the main thread, Ctrl-C is held until a step or chunk
+    is complete: `fnn.interrupts`; a handler of your own for SIGINT runs then). Returns
+    the state after config.epochs epochs: `.params` and `.history` are the results.
     """
+    declared = _check_callbacks(callbacks)
     if resume is not None:
         if params is not None:
             raise ValueError("params: expected None when resuming (the state holds them)")
@@ -580,8 +659,26 @@ def fit(
         check_state(resume.opt_state, type(template), params, empty_slots(template),
                     "resume.opt_state")
         state = resume._replace(config=config)
-    return _run(state, (x, y, x_val, y_val, x_test, y_test), optimizer, schedule,
-                tuple(callbacks))
+    with deferred_sigint() as sigint:
+        return _run(state, (x, y, x_val, y_val, x_test, y_test), optimizer, schedule,
+                    declared, sigint)
+
+
+#: Seconds of work a compiled chunk aims at: short enough that a progress bar stays
+#: live and Ctrl-C is quick, long enough that the per-chunk cost (copying the params in
+#: and out, some Python) stays under a percent or so.
+CHUNK_SECONDS = 0.15
+_FIRST_CHUNK = 8  # steps; the next chunks follow the measured time
+
+
+def _chunk_size(target: int, steps: int, seconds: float) -> int:
+    """Steps for the next compiled chunk: CHUNK_SECONDS at the rate the last chunk of
+    `steps` steps ran, at most 4 times the last target (a first chunk's time includes
+    compiling, and a short chunk's time is mostly overhead: both underestimate the rate,
+    so the target grows back quickly but does not overshoot on one fast reading)."""
+    if seconds <= 0:
+        return 4 * target
+    return max(1, min(4 * target, int(CHUNK_SECONDS * steps / seconds)))
 
 
 def _run(
@@ -589,9 +686,11 @@ def _run(
     data: tuple[np.ndarray, ...],
     optimizer: Optimizer,
     schedule: Schedule,
-    callbacks: tuple[Callback, ...],
+    callbacks: tuple[tuple[Callback, frozenset[str], int], ...],
+    sigint: SigintDeferral,
 ) -> TrainState:
-    """The training loop over validated inputs."""
+    """The training loop over validated inputs; `sigint` is checked between steps and
+    chunks (fit's `deferred_sigint` block)."""
     x, y, x_val, y_val, x_test, y_test = data
     config = state.config
     ops = get_ops(config.backend)
@@ -609,6 +708,7 @@ def _run(
     t0 = time.perf_counter() - state.elapsed
     test = (math.nan, math.nan)  # measured once the run has finished
     by_loss = MONITORS[config.monitor][0] == "eval_loss"
+    listeners = {kind: [c for c, kinds, _ in callbacks if kind in kinds] for kind in EVENT_KINDS}
 
     def stop_early() -> bool:
         if not config.patience:
@@ -628,13 +728,13 @@ def _run(
         return TrainState(c.params, c.opt_state, c.rng_state, c.step, c.epoch, c.batch, config,
                           history, time.perf_counter() - t0, state.data_fingerprint, *test)
 
-    def notify(kind: str) -> None:
-        if callbacks:
+    def notify(kind: str, done: tuple[float, ...] = ()) -> None:
+        if listeners[kind]:
             last = evals[-1] if evals else (0, math.nan, math.nan, 0.0)
             event = Event(kind, cur.step, cur.epoch, total_steps,
                           losses[-1] if losses else math.nan, lrs[-1] if lrs else math.nan,
-                          last[1], last[2], functools.partial(snapshot, cur))
-            for callback in callbacks:
+                          last[1], last[2], functools.partial(snapshot, cur), done)
+            for callback in listeners[kind]:
                 callback(event)
 
     def measure(params: Params, step: int) -> tuple[int, float, float, float] | None:
@@ -645,11 +745,16 @@ def _run(
     def key_of(step: int) -> np.uint64 | None:
         return step_key(config.seed, step) if model.has_dropout else None
 
-    # Whole epochs in one compiled loop (`fnn.epoch.run_epoch`, bit-identical to the loop
-    # below) when nothing needs to see the steps one by one.
-    compiled = (not callbacks and not eval_every and ops is get_ops("numba")
-                and config.optimizer in ("sgd", "momentum") and not config.weight_decay)
-    momentum = config.momentum if config.optimizer == "momentum" else 0.0
+    # Steps in compiled chunks (`fnn.epoch.run_steps`: a step depends only on the params
+    # and optimizer state, so any chunking gives the bits of the loop over steps) unless
+    # a callback needs each step. A chunk ends where something must see the state: an
+    # evaluation (every eval_every steps, each epoch end) or a callback's `every`.
+    builtin = all(a.code >= 0 for a in model.activations) and model.loss.code >= 0
+    spec = (compiled_optimizer(config.optimizer, config.momentum, config.weight_decay)
+            if ops is get_ops("numba") and builtin else None)
+    compiled = spec is not None and not listeners["step"]
+    multiples = sorted({eval_every, *(every for _, _, every in callbacks)} - {0})
+    target = _FIRST_CHUNK  # steps in the next compiled chunk
     update = optimizer.update_unchecked or optimizer.update  # fit checked its inputs
     # The divergence bound: DIVERGENCE_FACTOR times max(the run's first loss, 1).
     first_loss = [abs(losses[0]) if losses else math.nan]
@@ -677,70 +782,77 @@ def _run(
         if cur.step == 0 and not evals and (ev := measure(cur.params, 0)):
             evals.append(ev)
         notify("start")
+        sigint.check()
         while cur.epoch < config.epochs and not stop_early():
             rng = rng_from_state(cur.rng_state)
             batches = batch_indices(n, bs, rng, drop_last=config.drop_last)
             next_rng_state = rng.bit_generator.state
-            if compiled and cur.batch == 0:
-                # The optimizer's count is the step (both start at 0 and move together).
-                epoch_lrs = [float(schedule(cur.step + k)) for k in range(len(batches))]
-                keys = (np.array([key_of(cur.step + k) for k in range(len(batches))],
-                                 dtype=np.uint64) if model.has_dropout else None)
-                params, velocity, epoch_losses = run_epoch(
-                    cur.params, cur.opt_state.velocity if momentum else None, x, y,
-                    np.concatenate(batches), bs, np.array(epoch_lrs), momentum, model, keys)
-                # A loss that is not finite: the loop below re-runs the epoch and stops at it.
-                if np.isfinite(epoch_losses).all():
-                    if too_large(epoch_losses.tolist()):
-                        raise diverged_error(epoch_losses.tolist(), cur, epoch_lrs[-1])
-                    step = cur.step + len(batches)
-                    losses.extend(epoch_losses.tolist())
-                    lrs.extend(epoch_lrs)
-                    if ev := measure(params, step):
-                        evals.append(ev)
-                    cur = _Cursor(params, SGDState(cur.opt_state.count + len(batches), velocity),
-                                  step, cur.epoch + 1, 0, next_rng_state)
-                    continue
             start = cur  # where this epoch (or its resumed part) began
-            for b in range(cur.batch, len(batches)):
-                idx = batches[b]
-                step = cur.step
-                lr = float(schedule(step))
-                value, grads = backprop_unchecked(ops, cur.params, model, x[idx], y[idx],
-                                                  key_of(step))
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"training loss is {value} at step {step} (epoch {cur.epoch}, batch "
-                        f"{b}, lr {lr:g}); lower the lr or check the data. The state before "
-                        f"this step is kept.", step, snapshot())
-                new_params, new_opt_state = update(grads, cur.opt_state, cur.params)
-                end = b + 1 == len(batches)
-                ev = measure(new_params, step + 1) if end or (
-                    eval_every and (step + 1) % eval_every == 0) else None
+            stepwise_to = 0  # batches before this one run step by step (a non-finite loss)
+            while True:  # one chunk of steps, or one step, per pass
+                b, step = cur.batch, cur.step
+                stepwise = not compiled or b < stepwise_to
+                if not stepwise:
+                    k = min(target, len(batches) - b, *(m - step % m for m in multiples))
+                    chunk_lrs = [float(schedule(step + j)) for j in range(k)]
+                    count = cur.opt_state.count  # the optimizer's own step count
+                    kernel_lrs = (chunk_lrs if count == step
+                                  else [float(schedule(count + j)) for j in range(k)])
+                    keys = (np.array([key_of(step + j) for j in range(k)], dtype=np.uint64)
+                            if model.has_dropout else None)
+                    t = time.perf_counter()
+                    params, opt_state, chunk = run_steps(
+                        cur.params, cur.opt_state, x, y, np.concatenate(batches[b:b + k]), bs,
+                        np.array(kernel_lrs, dtype=np.float64), spec, model, keys)
+                    target = _chunk_size(target, k, time.perf_counter() - t)
+                    if not np.isfinite(chunk).all():
+                        # Re-run these steps one by one: the error then names the step and
+                        # keeps the state before it, as the loop over steps does.
+                        stepwise_to = b + k
+                        continue
+                    done = tuple(chunk.tolist())
+                else:
+                    k, idx = 1, batches[b]
+                    lr = float(schedule(step))
+                    value, grads = backprop_unchecked(ops, cur.params, model, x[idx], y[idx],
+                                                      key_of(step))
+                    if not math.isfinite(value):
+                        raise TrainingDiverged(
+                            f"training loss is {value} at step {step} (epoch {cur.epoch}, batch "
+                            f"{b}, lr {lr:g}); lower the lr or check the data. The state before "
+                            f"this step is kept.", step, snapshot())
+                    params, opt_state = update(grads, cur.opt_state, cur.params)
+                    done, chunk_lrs = (value,), [lr]
+                step += k
+                end = b + k == len(batches)
+                due = end or (eval_every and step % eval_every == 0)
+                ev = measure(params, step) if due else None
                 # Commit: the lists may run ahead of `cur`; snapshot() trims them to it.
-                losses.append(value)
-                lrs.append(lr)
+                losses.extend(done)
+                lrs.extend(chunk_lrs)
                 if ev:
                     evals.append(ev)
                 if end:
-                    cur = _Cursor(new_params, new_opt_state, step + 1, cur.epoch + 1, 0,
-                                  next_rng_state)
+                    cur = _Cursor(params, opt_state, step, cur.epoch + 1, 0, next_rng_state)
                     if too_large(losses[start.step:]):
-                        raise diverged_error(losses[start.step:], start, lr)
+                        raise diverged_error(losses[start.step:], start, chunk_lrs[-1])
                 else:
-                    cur = _Cursor(new_params, new_opt_state, step + 1, cur.epoch, b + 1,
-                                  cur.rng_state)
-                notify("step")
+                    cur = _Cursor(params, opt_state, step, cur.epoch, b + k, cur.rng_state)
+                if stepwise:
+                    notify("step", done)
+                notify("chunk", done)
                 if ev:
                     notify("eval")
                 if end:
                     notify("epoch")
-                if ev and stop_early():
+                sigint.check()  # Ctrl-C: TrainingInterrupted with the state just committed
+                if end or (ev and stop_early()):
                     break
         if x_test is not None:
             test = _evaluate(ops, cur.params, model, x_test, y_test)
         final = snapshot()
         notify("end")
+        sigint.check()
         return final
     except KeyboardInterrupt as exc:
         if isinstance(exc, TrainingInterrupted):

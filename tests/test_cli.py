@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
-from test_train import patch_backprop
+from test_train import patch_backprop, same_run, step_by_step
 
+import fnn.checkpoint
 import fnn.cli
 import fnn.train
 from fnn.checkpoint import load_checkpoint
@@ -121,6 +125,70 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_identically(tmp_path, monkey
     whole = load_checkpoint(tmp_path / "whole" / "checkpoint.npz")
     resumed = load_checkpoint(tmp_path / "cut" / "checkpoint.npz")
     assert same_params(resumed.params, whole.params)
+
+
+def test_train_runs_compiled_chunks_with_the_outputs_of_the_step_loop(tmp_path, monkeypatch,
+                                                                      capsys):
+    # The progress bar, checkpoints every 3 steps, evaluations every 4, metrics.csv and
+    # best.npz: fnn train takes fit's compiled path, and every output (the checkpoints
+    # written on the way too) is the loop over steps', wall times aside.
+    chunks, saves = [], []
+    real_steps, real_save = fnn.train.run_steps, fnn.checkpoint.save_checkpoint
+
+    def count_steps(*args):
+        if threading.current_thread() is threading.main_thread():  # not the warm-up's
+            chunks.append(args[6].shape[0])
+        return real_steps(*args)
+
+    def record_save(path, state, **kwargs):
+        saves.append((path.name, state.step))
+        return real_save(path, state, **kwargs)
+
+    monkeypatch.setattr(fnn.train, "run_steps", count_steps)
+    monkeypatch.setattr(fnn.checkpoint, "save_checkpoint", record_save)
+    argv = [a for a in TINY if a != "--quiet"]
+    opts = [*argv, "--epochs", 2, "--optimizer", "momentum", "--eval-every", 4,
+            "--checkpoint-every", 3, "--dropout", 0.2]
+    code, _, err = run(capsys, *opts, "--out", tmp_path / "compiled")
+    assert code == 0 and "20/20" in err and "loss=" in err and "val_acc=" in err
+    assert sum(chunks) == 20 and len(chunks) < 20
+    compiled_saves = list(saves)
+    saves.clear()
+    step_by_step(monkeypatch)
+    assert run(capsys, *opts, "--out", tmp_path / "steps")[0] == 0
+    assert saves == compiled_saves
+    assert [s for name, s in saves if name == "checkpoint.npz"] == [3, 6, 9, 10, 12, 15, 18, 20]
+    for name in ("checkpoint.npz", "best.npz"):
+        a, b = (load_checkpoint(tmp_path / run_dir / name) for run_dir in ("compiled", "steps"))
+        same_run(a, b)
+        assert np.array_equal([a.test_loss, a.test_accuracy], [b.test_loss, b.test_accuracy],
+                              equal_nan=True)  # (nan in best.npz: saved mid-run)
+    rows = [[{k: v for k, v in row.items() if k != "elapsed_s"}
+             for row in csv.DictReader((tmp_path / run_dir / "metrics.csv").open())]
+            for run_dir in ("compiled", "steps")]
+    assert rows[0] == rows[1] and [r["step"] for r in rows[0]][:4] == ["0", "4", "8", "10"]
+    histories = [json.loads((tmp_path / run_dir / "history.json").read_text())
+                 for run_dir in ("compiled", "steps")]
+    for history in histories:
+        del history["eval_time"]
+    assert histories[0] == histories[1]
+
+
+def test_a_first_run_says_once_that_it_compiles_and_a_warm_one_says_nothing(tmp_path, capsys):
+    numba = pytest.importorskip("numba")
+    stream = io.StringIO()
+    with fnn.cli._announce_compiling(stream):
+        add = numba.njit(lambda a, b: a + b)  # not cached: compiles here, twice
+        add(1, 2), add(1.0, 2.0)
+    assert stream.getvalue() == fnn.cli.COMPILING + "\n"
+    stream = io.StringIO()
+    with fnn.cli._announce_compiling(stream):
+        add(3, 4)  # compiled already
+    assert stream.getvalue() == ""
+    argv = [a for a in TINY if a != "--quiet"]
+    assert run(capsys, *argv, "--epochs", 1, "--out", tmp_path)[0] == 0  # kernels loaded
+    code, _, err = run(capsys, *argv, "--epochs", 1, "--out", tmp_path)
+    assert code == 0 and "compiling" not in err and "1/1" in err  # (the bar is there)
 
 
 def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):

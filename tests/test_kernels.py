@@ -15,7 +15,8 @@ Shapes cover what the kernels special-case: MNIST's 784-64-10 at batch 64 and 25
 and several 64-bit mask words per column, a 784 = 12*64 + 16 input), batch 1 and odd
 batches (rows go in pairs, an odd last row alone), outputs of exactly one tile, more
 than one tile and a partial tile (64, 129, 200), narrow outputs (<= NARROW, computed
-transposed) with batches above and below NARROW, and widths of 1.
+transposed) with batches above and below NARROW, widths of 1, and products of PACK_ROWS
+rows or more over several tiles (packed, the inner dimension in blocks).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ SHAPES = [
     (129, 3, 200),
     (200, 64, 64),
     (16, 20, 16),  # batch == NARROW == d_out: the untransposed path
+    # >= PACK_ROWS rows and several tiles: right's tiles are packed, and the inner
+    # dimension (300 here, 130 for the weight gradient) goes in blocks of 64-bit words.
+    (130, 300, 200),
 ]
 
 
@@ -202,6 +206,12 @@ def test_each_row_depends_only_on_its_own_inputs(dtype):
             np.testing.assert_array_equal(full[r], single[0])
     full = kernels.relu_backward(delta, w, x)
     np.testing.assert_array_equal(full[5], kernels.relu_backward(delta[5:6], w, x[5:6])[0])
+    # From PACK_ROWS rows on, wide products pack right and block the inner dimension
+    # (`_sparse_matmul_padded`); a single row takes the plain path: the same values.
+    x, w, b, _ = operands(5, kernels.PACK_ROWS + 3, 300, 200, dtype)
+    full = kernels.linear(x, w, b, False)
+    for r in (0, 64, kernels.PACK_ROWS + 2):
+        np.testing.assert_array_equal(full[r], kernels.linear(x[r : r + 1], w, b, False)[0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

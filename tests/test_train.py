@@ -11,7 +11,9 @@ import pytest
 
 import fnn
 import fnn.train
+from fnn.checkpoint import checkpoint_callback
 from fnn.train import (
+    EVENT_KINDS,
     Event,
     History,
     TrainConfig,
@@ -19,6 +21,7 @@ from fnn.train import (
     TrainingInterrupted,
     evaluate,
     fit,
+    on_events,
     validation_split,
 )
 
@@ -63,8 +66,15 @@ def interrupt_at(step):
     return callback
 
 
+def step_by_step(monkeypatch):
+    """Make fit run every step through its Python loop (backprop, then the update)."""
+    monkeypatch.setattr(fnn.train, "compiled_optimizer", lambda *args: None)
+
+
 def patch_backprop(monkeypatch, call, effect):
-    """Make fit's `call`-th backprop press Ctrl-C (effect "ctrl-c") or return a nan loss."""
+    """Make fit's `call`-th backprop press Ctrl-C (effect "ctrl-c") or return a nan loss
+    (fit then runs the loop over steps, which calls it)."""
+    step_by_step(monkeypatch)
     real, calls = fnn.train.backprop_unchecked, [0]
 
     def patched(*args):
@@ -179,6 +189,7 @@ def test_batches_are_shuffled_and_cover_the_epoch(monkeypatch):
         return real(ops, params, model, x, y, key)
 
     monkeypatch.setattr(fnn.train, "backprop_unchecked", spy)
+    step_by_step(monkeypatch)
     x = DATA[0]
     fit(None, DATA[:2], CONFIG._replace(epochs=2))
     epochs = [np.concatenate(seen[:10]), np.concatenate(seen[10:])]
@@ -202,68 +213,193 @@ def test_callbacks_see_each_event_in_order():
     assert mid.step == 5 and mid.history.loss.size == 5
 
 
-# ---------------------------------------------------------------- compiled epochs
-def counting_epochs(monkeypatch):
-    """Count fit's whole-epoch calls of fnn.epoch.run_epoch."""
-    calls = []
-    real = fnn.train.run_epoch
+# ---------------------------------------------------------------- compiled chunks
+def counting_chunks(monkeypatch):
+    """The number of steps of each of fit's compiled chunks (its fnn.epoch.run_steps calls)."""
+    sizes = []
+    real = fnn.train.run_steps
 
     def spy(*args):
-        calls.append(1)
+        sizes.append(args[6].shape[0])  # lrs: one per step
         return real(*args)
 
-    monkeypatch.setattr(fnn.train, "run_epoch", spy)
-    return calls
+    monkeypatch.setattr(fnn.train, "run_steps", spy)
+    return sizes
 
 
-@pytest.mark.parametrize(("optimizer", "schedule", "drop_last", "dtype"), [
-    ("sgd", "constant", False, "float32"),  # a last batch of 12
-    ("sgd", "cosine", True, "float64"),
-    ("momentum", "step", False, "float32"),
-    ("momentum", "exp", True, "float64"),
+def step_loop(data, config, callbacks=()):
+    """fit through its loop over steps: a callback that declares nothing sees every step."""
+    return fit(None, data, config, callbacks=[*callbacks, lambda event: None])
+
+
+def expected_evals(total, per_epoch, eval_every):
+    every = range(eval_every, total + 1, eval_every) if eval_every else ()
+    return sorted({0, *every, *range(per_epoch, total + 1, per_epoch)})
+
+
+@pytest.mark.parametrize(("change", "dtype"), [
+    ({}, "float32"),  # a last batch of 12
+    ({"schedule": "cosine", "drop_last": True, "eval_every": 4}, "float64"),
+    ({"optimizer": "momentum", "schedule": "step", "eval_every": 7}, "float32"),
+    ({"optimizer": "momentum", "schedule": "exp", "drop_last": True, "dropout": 0.3}, "float64"),
+    ({"optimizer": "nesterov", "weight_decay": 1e-3, "eval_every": 3}, "float32"),
+    ({"optimizer": "adam", "lr": 0.01, "weight_decay": 1e-2, "schedule": "cosine",
+      "warmup_steps": 5}, "float64"),
 ])
-def test_whole_epochs_in_compiled_code_equal_the_step_by_step_loop(
-        monkeypatch, optimizer, schedule, drop_last, dtype):
-    # With no callback and no mid-epoch evaluation fit runs each epoch through
-    # fnn.epoch.run_epoch; a callback forces the loop over steps. Same bits either way.
-    calls = counting_epochs(monkeypatch)
+def test_compiled_chunks_equal_the_step_by_step_loop(monkeypatch, change, dtype):
+    # Same params, optimizer state, history, and evaluations at the same steps.
+    config = CONFIG._replace(**{"eval_every": 0, "dtype": dtype, "backend": "numba",
+                                "decay_epochs": 1.0, **change})
+    if fnn.epoch.compiled_optimizer(config.optimizer, config.momentum,
+                                    config.weight_decay) is None:
+        pytest.skip(f"fnn.epoch does not compile {config.optimizer} with this weight decay")
+    sizes = counting_chunks(monkeypatch)
     x, y, xv, yv = blobs(dtype=np.dtype(dtype))
-    config = CONFIG._replace(optimizer=optimizer, schedule=schedule, drop_last=drop_last,
-                             eval_every=0, dtype=dtype, backend="numba", decay_epochs=1.0)
     compiled = fit(None, (x, y, xv, yv), config)
-    assert len(calls) == config.epochs
-    same_run(compiled, fit(None, (x, y, xv, yv), config, callbacks=[lambda event: None]))
-    assert len(calls) == config.epochs  # the callback run took the loop over steps
-    assert compiled.history.eval_step.tolist() == [0, *(s * compiled.step // 3 for s in (1, 2, 3))]
+    assert sum(sizes) == compiled.step == 3 * (9 if config.drop_last else 10)
+    sizes.clear()
+    same_run(compiled, step_loop((x, y, xv, yv), config))
+    assert sizes == []  # that run took the loop over steps
+    assert compiled.history.eval_step.tolist() == expected_evals(
+        compiled.step, compiled.step // 3, config.eval_every)
 
 
-def test_compiled_epochs_are_only_used_where_they_are_exact(monkeypatch):
-    calls = counting_epochs(monkeypatch)
-    base = CONFIG._replace(eval_every=0, backend="numba")
-    for change in ({"optimizer": "nesterov"}, {"optimizer": "adam", "lr": 0.01},
-                   {"weight_decay": 1e-3}, {"eval_every": 4}, {"backend": "numpy"}):
-        fit(None, DATA, base._replace(**change))
-    assert calls == []
+@pytest.mark.parametrize("seconds", [0.0, 1e9])
+def test_results_do_not_depend_on_the_chunking(monkeypatch, seconds):
+    # Random chunk sizes, one step per chunk (CHUNK_SECONDS 0), whole epochs (1e9 s):
+    # always the bits of the loop over steps.
+    config = CONFIG._replace(optimizer="momentum", schedule="cosine", dropout=0.1,
+                             eval_every=6, epochs=4)
+    sizes = counting_chunks(monkeypatch)
+    if seconds:
+        monkeypatch.setattr(fnn.train, "CHUNK_SECONDS", seconds)
+    else:
+        rng = np.random.default_rng(0)
+        monkeypatch.setattr(fnn.train, "_chunk_size",
+                            lambda target, steps, took: int(rng.integers(1, 9)))
+    chunked = fit(None, DATA, config)
+    assert sum(sizes) == 40 and len(set(sizes)) >= 3
+    same_run(chunked, step_loop(DATA, config))
+    assert chunked.history.eval_step.tolist() == expected_evals(40, 10, 6)
 
 
-def test_resume_mid_epoch_then_compiled_epochs_is_bit_identical(monkeypatch):
-    calls = counting_epochs(monkeypatch)
-    config = CONFIG._replace(eval_every=0, backend="numba", optimizer="momentum")
+def test_chunk_sizes_follow_the_measured_time():
+    assert fnn.train._chunk_size(100, 50, 0.5 * fnn.train.CHUNK_SECONDS) == 100
+    assert fnn.train._chunk_size(100, 50, 4 * fnn.train.CHUNK_SECONDS) == 12
+    assert fnn.train._chunk_size(8, 8, 60.0) == 1  # a first chunk that compiled
+    assert fnn.train._chunk_size(1, 1, 1e-5) == 4  # grows at most 4-fold a chunk
+    assert fnn.train._chunk_size(3, 3, 0.0) == 12
+
+
+def test_chunks_end_where_callbacks_and_evaluations_need_the_state(monkeypatch):
+    # 10 batches an epoch: chunk ends on every 6th step (the callback's), every 4th (the
+    # evaluations) and each epoch end; the chunk events' losses are the history's.
+    seen = []
+    callback = on_events("chunk", "eval", every=6)(
+        lambda event: seen.append((event.kind, event.step, event.losses)))
+    config = CONFIG._replace(eval_every=4)
+    sizes = counting_chunks(monkeypatch)
+    state = fit(None, DATA, config, callbacks=[callback])
+    ends = [step for kind, step, _ in seen if kind == "chunk"]
+    assert sum(sizes) == 30 and len(ends) == len(sizes)
+    assert {*range(6, 31, 6), *range(4, 31, 4), 10, 20, 30} <= set(ends)
+    assert ends == sorted(ends) and ends[-1] == 30
+    assert [s for kind, s, _ in seen if kind == "eval"] == expected_evals(30, 10, 4)[1:]
+    chunk_losses = [loss for kind, _, losses in seen if kind == "chunk" for loss in losses]
+    assert chunk_losses == state.history.loss.tolist()
+    # Step by step, each step is a chunk of one.
+    seen.clear()
+    same_run(step_loop(DATA, config, [callback]), state)
+    assert [step for kind, step, _ in seen if kind == "chunk"] == list(range(1, 31))
+
+
+def test_only_a_callback_that_needs_each_step_makes_fit_leave_compiled_code(monkeypatch, tmp_path):
+    sizes = counting_chunks(monkeypatch)
+    fit(None, DATA, CONFIG, callbacks=[lambda event: None])  # declares nothing: every step
+    fit(None, DATA, CONFIG, callbacks=[on_events("step")(lambda event: None)])
+    fit(None, DATA, CONFIG._replace(backend="numpy"))
+    assert sizes == []
+    kinds = [k for k in EVENT_KINDS if k != "step"]
+    fit(None, DATA, CONFIG, callbacks=[on_events(*kinds)(lambda event: None),
+                                       checkpoint_callback(tmp_path / "c.npz", every=3)])
+    assert sum(sizes) == 30
+    sizes.clear()
+    step_by_step(monkeypatch)  # an optimizer fnn.epoch does not compile
+    fit(None, DATA, CONFIG)
+    assert sizes == []
+
+
+def test_callbacks_declare_their_events_and_bad_declarations_are_refused():
+    events = []
+    declared = on_events("epoch", "end")(events.append)
+    assert declared.events == {"epoch", "end"} and declared.every == 0
+    fit(None, DATA, CONFIG._replace(epochs=2), callbacks=[declared])
+    assert [(e.kind, e.step, e.losses) for e in events] == [("epoch", 10, ()), ("epoch", 20, ()),
+                                                            ("end", 20, ())]
+    with pytest.raises(ValueError, match=r"kinds: expected some of .*got \['steps'\]"):
+        on_events("steps")
+    with pytest.raises(ValueError, match=r"every: expected an int >= 0, got -1"):
+        on_events("chunk", every=-1)
+    with pytest.raises(TypeError, match=r"callback: expected a callable"):
+        on_events("chunk")(3)
+
+    class Bad:
+        events = frozenset({"chunk", "batch"})
+
+        def __call__(self, event):
+            pass
+
+    with pytest.raises(ValueError, match=r"callbacks\[1\].events: expected a set of kinds"):
+        fit(None, DATA, CONFIG, callbacks=[declared, Bad()])
+    with pytest.raises(TypeError, match=r"callbacks\[0\]: expected a callable"):
+        fit(None, DATA, CONFIG, callbacks=["print"])
+
+
+def test_resume_mid_epoch_continues_in_compiled_chunks(monkeypatch):
+    sizes = counting_chunks(monkeypatch)
+    config = CONFIG._replace(eval_every=0, optimizer="momentum")
     full = fit(None, DATA, config)
     with pytest.raises(TrainingInterrupted) as info:
         fit(None, DATA, config, callbacks=[interrupt_at(13)])
-    calls.clear()
-    resumed = fit(None, DATA, resume=info.value.state)  # the rest of epoch 1 step by step
-    assert len(calls) == 1  # then epoch 2 compiled
+    sizes.clear()
+    resumed = fit(None, DATA, resume=info.value.state)
+    assert sum(sizes) == 30 - 13  # from batch 3 of epoch 1 on, all compiled
     same_run(resumed, full)
 
 
-def test_compiled_epoch_that_diverges_stops_at_the_step():
-    config = CONFIG._replace(eval_every=0, backend="numba", lr=1e30)
-    with pytest.raises(TrainingDiverged) as compiled:
-        fit(None, DATA, config)
+def test_an_interrupt_between_chunks_keeps_the_chunk_and_resumes_bit_identically():
+    def stop(event):
+        if event.step >= 14:
+            raise KeyboardInterrupt
+
+    full = fit(None, DATA, CONFIG)
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(None, DATA, CONFIG, callbacks=[on_events("chunk")(stop)])
+    part = info.value.state
+    assert part.step >= 14 and part.history.loss.size == part.step
+    same_run(fit(None, DATA, resume=part), full)
+
+
+@pytest.mark.parametrize(("dtype", "lr", "match"), [
+    ("float32", 1e30, r"nan at step [1-9]"),  # the step's state kept
+    ("float64", 1e6, r"stayed over 1000 times .* epoch 1 \(steps 7 to 13"),  # the epoch's
+])
+def test_compiled_chunks_that_diverge_stop_as_the_step_loop_does(monkeypatch, dtype, lr, match):
+    # After a first chunk of one step, in a later chunk: a nan loss is re-run step by
+    # step to stop at its step; a whole epoch over the bound is seen over its chunks.
+    config = CONFIG._replace(eval_every=0, backend="numba", lr=lr, epochs=2, dtype=dtype)
+    data = blobs(seed=5, n=224, n_val=32, dtype=np.dtype(dtype))
+    rng = np.random.default_rng(1)
+    monkeypatch.setattr(fnn.train, "_FIRST_CHUNK", 1)
+    monkeypatch.setattr(fnn.train, "_chunk_size",
+                        lambda target, steps, took: int(rng.integers(2, 7)))
+    sizes = counting_chunks(monkeypatch)
+    with pytest.raises(TrainingDiverged, match=match) as compiled:
+        fit(None, data, config)
+    assert len(sizes) > 1
     with pytest.raises(TrainingDiverged) as stepwise:
-        fit(None, DATA, config, callbacks=[lambda event: None])
+        step_loop(data, config)
+    assert str(compiled.value) == str(stepwise.value)
     assert compiled.value.step == stepwise.value.step
     same_run(compiled.value.state, stepwise.value.state)
 

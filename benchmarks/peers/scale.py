@@ -11,8 +11,10 @@ softmax cross-entropy, plain SGD lr 0.1, one shuffled epoch (60,000 examples) fr
 initial params (seed 0), the same order everywhere. The NumPy rows are fnn's NumPy
 backend (BLAS products) per step, once with this machine's OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE and once with both unset in that worker alone (OpenBLAS as shipped, a
-user's machine). Prints a Markdown table in ms per epoch and the ratio of the fastest
-peer to fnn's fastest path (above 1: fnn is faster).
+user's machine). Prints a Markdown table in ms per epoch, the ratio of the fastest
+peer to fnn's fastest path (above 1: fnn is faster), and the epoch's FLOP floor: its
+dense FLOP count (`dense_flops`) over the two-core peak, measured as a 4096 x 4096
+OpenBLAS matrix product (`measure_peak`; fnn skips zeros, so it can beat the floor).
 """
 
 from __future__ import annotations
@@ -71,6 +73,45 @@ def _epoch_fn(impl: str, sizes: tuple[int, ...], batch: int, dtype: str):
     return build(params, x, y, order, batch, LR).epochs[impl]
 
 
+def dense_flops(sizes: tuple[int, ...], n: int = 60_000) -> float:
+    """Floating-point operations of one epoch of n examples counted densely (no zero
+    skipped): per example, 2 x (the forward products + the weight gradients + the input
+    gradients of every layer but the first)."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    macs = 2 * sum(i * o for i, o in pairs) + sum(i * o for i, o in pairs[1:])
+    return 2.0 * macs * n
+
+
+PEAK_N = 4096  # large enough that the sgemm runs at its peak on every core
+
+
+def peak_worker(dtype: str) -> None:
+    """Print the fastest of 5 (PEAK_N x PEAK_N) @ (PEAK_N x PEAK_N) products in FLOP/s."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((PEAK_N, PEAK_N)).astype(dtype) for _ in range(2))
+    a @ b  # warm up (threads started, pages touched)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    print(json.dumps({"flops": 2.0 * PEAK_N**3 / best}), flush=True)
+
+
+def measure_peak(dtype: str, unset: bool) -> float:
+    """The two-core peak in FLOP/s, measured as a large NumPy (OpenBLAS) matrix product in
+    a worker process, with this machine's OPENBLAS_CORETYPE or with it unset."""
+    env = dict(os.environ)
+    if unset:
+        for var in UNSET:
+            env.pop(var, None)
+    out = subprocess.run([sys.executable, __file__, "--peak", "--dtype", dtype], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])["flops"]
+
+
 def worker(impl: str, shape: int, dtype: str) -> None:
     sizes, batch = SHAPES[shape]
     try:
@@ -126,15 +167,24 @@ def main() -> None:
     ap.add_argument("--shapes", default=",".join(str(i) for i in range(len(SHAPES))))
     ap.add_argument("--worker", default=None)
     ap.add_argument("--shape", type=int, default=0)
+    ap.add_argument("--peak", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.peak:
+        return peak_worker(args.dtype)
     if args.worker:
         return worker(args.worker, args.shape, args.dtype)
     settings = {v: os.environ.get(v, "(unset)") for v in UNSET}
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.dtype}, "
           f"fastest of {args.rounds} interleaved rounds, one process per implementation "
           f"and shape; this machine's {settings}")
-    print("| net | batch | " + " | ".join(IMPLS) + " | fastest peer / fastest fnn |")
-    print("|---|---:|" + "---:|" * (len(IMPLS) + 1))
+    peak = max(measure_peak(args.dtype, unset) for unset in (False, True))
+    print(f"two-core peak: {peak / 1e9:,.0f} GFLOP/s ({args.dtype} {PEAK_N}x{PEAK_N} "
+          f"matrix product, NumPy/OpenBLAS 2 threads, the faster of the machine's and the "
+          f"unset OPENBLAS_CORETYPE, fastest of 5); the floor column is the epoch's dense "
+          f"FLOPs at that peak")
+    print("| net | batch | " + " | ".join(IMPLS) + " | fastest peer / fastest fnn "
+          "| FLOP floor | fastest fnn / floor |")
+    print("|---|---:|" + "---:|" * (len(IMPLS) + 3))
     for shape in (int(s) for s in args.shapes.split(",")):
         best, first = measure(shape, args.dtype, args.rounds)
         sizes, batch = SHAPES[shape]
@@ -142,8 +192,9 @@ def main() -> None:
         fnn_best = min(best[i] for i in FNN if i in best)
         peers = [best[i] for i in best if i not in FNN]
         ratio = f"{min(peers) / fnn_best:.2f}" if peers else "-"
+        floor = dense_flops(sizes) / peak
         print(f"| {'-'.join(map(str, sizes))} | {batch} | " + " | ".join(cells) +
-              f" | {ratio} |", flush=True)
+              f" | {ratio} | {floor * 1e3:,.0f} | {fnn_best / floor:.1f} |", flush=True)
         print("  first (warm-up) epoch, s: " +
               ", ".join(f"{i} {first[i]:.1f}" for i in IMPLS if i in first),
               file=sys.stderr, flush=True)
