@@ -561,18 +561,18 @@ def _execute(tasks: list[_Task], executor: Executor | None, jobs: int,
             pool.shutdown(wait=True)
 
 
-def _warm(configs: Sequence[TrainConfig], arrays: tuple[np.ndarray, ...],
-          checkpoints: bool) -> None:
+def _warm(configs: Sequence[TrainConfig], arrays: tuple[np.ndarray, ...]) -> None:
     """Compile (or load) the Numba kernels the runs use, here, once: one short fit per
-    distinct kind of run on a few examples, so that workers find them in the cache."""
+    distinct kind of run on a few examples, so that workers find them in the cache. A
+    run's checkpoint callback keeps fit on the same compiled path (it declares epoch
+    events only), so a fit without callbacks warms what the runs use."""
     kinds = {c._replace(seed=0, epochs=1, lr=min(c.lr, 1e-3)) for c in configs
              if c.backend == "numba"}
     for config in kinds:
         x, y, x_test, y_test = _as_dtype(arrays, config.dtype)
         n = min(x.shape[0], 2 * config.batch_size)
-        for callbacks in ([], [lambda event: None])[: 1 + checkpoints]:
-            with contextlib.suppress(Exception):  # a failing config fails in its run
-                fit(None, (x[:n], y[:n], x_test[:8], y_test[:8]), config, callbacks=callbacks)
+        with contextlib.suppress(Exception):  # a failing config fails in its run
+            fit(None, (x[:n], y[:n], x_test[:8], y_test[:8]), config)
 
 
 # ---------------------------------------------------------------- outputs
@@ -701,9 +701,9 @@ def sweep(
         run to a foreign executor).
     limit: train on the first `limit` training examples only (before the hold-out).
     jobs: pool size (default: os.cpu_count()); ignored with an executor.
-    checkpoint_every: None saves a run's checkpoint when it ends (epochs then run as one
-        compiled loop); 0 also at each epoch end, N also every N steps, so that an
-        interrupted run resumes mid-way (the same bits, a slower loop).
+    checkpoint_every: None saves a run's checkpoint when it ends; 0 also at each epoch
+        end, N also every N steps, so that an interrupted run resumes mid-way (the same
+        bits; the steps still run in fit's compiled chunks).
     warm: compile the Numba kernels here before the fan-out.
     on_run: called with each RunResult as it finishes (skipped runs first).
 
@@ -782,7 +782,7 @@ def sweep(
 
     def before() -> None:
         if warm:
-            _warm([t.config for t in tasks], sample, checkpoint_every is not None)
+            _warm([t.config for t in tasks], sample)
 
     try:
         if tasks:

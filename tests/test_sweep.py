@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -103,18 +104,13 @@ def test_process_pool_runs_equal_sequential_fits(data, tmp_path):
     assert multiprocessing.active_children() == []  # the pool is gone
 
 
-def _only_main_thread(seconds: float = 30.0) -> None:
-    """Wait until this process runs no thread but the main one: an earlier test may leave
-    one that ends by itself (tqdm's monitor, a pool's manager), and sweep forks only then."""
-    import threading
-
-    tqdm = sys.modules.get("tqdm")
-    if tqdm is not None and getattr(tqdm.tqdm, "monitor", None) is not None:
-        tqdm.tqdm.monitor.exit()
-    deadline = time.monotonic() + seconds
-    while threading.active_count() > 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert threading.active_count() == 1, threading.enumerate()
+def _fresh_python(script: str, tmp_path: Path) -> dict:
+    """Run `script` in a new interpreter (no thread of an earlier test, which would make
+    sweep spawn instead of fork) and return the JSON object it prints last."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 def test_spawned_workers_give_the_same_runs(data, tmp_path, monkeypatch):
@@ -124,51 +120,62 @@ def test_spawned_workers_give_the_same_runs(data, tmp_path, monkeypatch):
     check_sweep(result, data, tmp_path)
 
 
-def test_workers_fork_only_where_it_is_safe(monkeypatch):
+def test_workers_fork_only_where_it_is_safe(tmp_path):
     pytest.importorskip("threadpoolctl")
-    module = sys.modules["fnn.sweep"]
-    import threading
-
-    _only_main_thread()
-    assert module._start_method() == "fork"  # no other thread now
-
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
-    try:
-        assert module._start_method() == "spawn"  # a lock it holds would stay held
-    finally:
+    got = _fresh_python("""
+        import importlib.util, json, sys, threading
+        import fnn
+        module = sys.modules["fnn.sweep"]  # fnn.sweep is the function
+        methods = [module._start_method()]  # no other thread: fork
+        stop = threading.Event()
+        other = threading.Thread(target=stop.wait)
+        other.start()
+        methods.append(module._start_method())  # a lock the thread holds would stay held
         stop.set()
         other.join()
-    monkeypatch.setattr(module.importlib.util, "find_spec",
-                        lambda name: None if name == "threadpoolctl" else True)
-    assert module._start_method() == "spawn"  # nothing to cut the inherited BLAS pool
+        real = importlib.util.find_spec
+        importlib.util.find_spec = lambda name: None if name == "threadpoolctl" else real(name)
+        methods.append(module._start_method())  # nothing to cut the inherited BLAS pool
+        print(json.dumps(methods))
+    """, tmp_path)
+    assert got == ["fork", "spawn", "spawn"]
 
 
-def test_forked_workers_train_on_the_parents_loaded_data(tmp_path, monkeypatch):
+def test_forked_workers_train_on_the_parents_loaded_data(tmp_path):
     # data=None: the sweep loads the shipped MNIST once; forked workers must not load it
     # again (a load in a worker would write its pid into the log).
-    module = sys.modules["fnn.sweep"]
-    _only_main_thread()
-    assert module._start_method() == "fork"
-    log = tmp_path / "loads.txt"
-    real = module._load
+    got = _fresh_python("""
+        import json, os, sys
+        from pathlib import Path
+        import fnn
+        module = sys.modules["fnn.sweep"]  # fnn.sweep is the function
+        tmp = Path(sys.argv[1])
+        real = module._load
 
-    def load(*args):
-        with log.open("a") as f:
-            f.write(f"{os.getpid()}\n")
-        return real(*args)
+        def load(*args):
+            with (tmp / "loads.txt").open("a") as f:
+                f.write(f"{os.getpid()}\\n")
+            return real(*args)
 
-    monkeypatch.setattr(module, "_load", load)
-    config = BASE._replace(sizes=(784, 8, 10), epochs=1)
-    result = sweep(config, {"lr": [0.05]}, [0, 1], out=tmp_path / "out", limit=256, jobs=2)
-    assert [r.status for r in result.runs] == ["done", "done"]
-    assert log.read_text().split() == [str(os.getpid())]
+        module._load = load
+        method = module._start_method()
+        config = fnn.TrainConfig(epochs=1, batch_size=64, sizes=(784, 8, 10))
+        result = module.sweep(config, {"lr": [0.05]}, [0, 1], out=tmp / "out", limit=256,
+                              jobs=2)
+        print(json.dumps({"method": method, "pid": os.getpid(),
+                          "loads": (tmp / "loads.txt").read_text().split(),
+                          "runs": [[r.name, r.status, r.test_accuracy] for r in result.runs]}))
+    """, tmp_path)
+    assert got["method"] == "fork"
+    assert [status for _, status, _ in got["runs"]] == ["done", "done"]
+    assert got["loads"] == [str(got["pid"])]
     d = fnn.load_mnist()
+    config = BASE._replace(sizes=(784, 8, 10), epochs=1)
     alone = fnn.fit(None, (d.x_train[:256], d.y_train[:256], d.x_test, d.y_test),
                     config._replace(lr=0.05, seed=1))
-    assert result.runs[1].test_accuracy == alone.test_accuracy
-    assert_same_run(tmp_path / "out" / result.runs[1].name, alone, None)
+    name, _, accuracy = got["runs"][1]
+    assert accuracy == alone.test_accuracy
+    assert_same_run(tmp_path / "out" / name, alone, None)
 
 
 def test_dask_local_cluster_runs_equal_sequential_fits(data, tmp_path):
@@ -395,9 +402,9 @@ def test_numba_cache_is_warmed_once_before_any_run(data, tmp_path, monkeypatch):
     events = []
     real_warm = module._warm
 
-    def warm(configs, arrays, checkpoints):
+    def warm(configs, arrays):
         events.append(("warm", sorted(c.sizes for c in configs), arrays[0].shape[0]))
-        real_warm(configs, arrays, checkpoints)
+        real_warm(configs, arrays)
 
     monkeypatch.setattr(module, "_warm", warm)
     with ThreadPoolExecutor(1) as pool:
