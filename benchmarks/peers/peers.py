@@ -78,7 +78,10 @@ def jax_task(params: Params, x: np.ndarray, y: np.ndarray, order: np.ndarray,
     import jax
     import jax.numpy as jnp
 
+    if x.dtype == np.float64:  # without it JAX would silently compute in float32
+        jax.config.update("jax_enable_x64", True)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
+    assert xj.dtype == x.dtype, (xj.dtype, x.dtype)
     p0 = tuple(jnp.asarray(a) for layer in params for a in layer)
 
     def loss_fn(p: tuple, xb: jax.Array, yb: jax.Array) -> jax.Array:
