@@ -288,7 +288,7 @@ def run_epoch(
         losses, bad_row = kernels.train_epoch(
             ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
             kind, bool(spec.weight_decay), hyper, step_scalars, codes, model.loss.code,
-            thresh, scales, bases)
+            thresh, scales, bases, kernels.packing_for(max(p.w.shape[1] for p in params)))
     if bad_row >= 0:  # the private copies are dropped: nothing was written
         raise nonfinite_error(x, "x", slice(bad_row, bad_row + 1))
     new_params = tuple(Layer(freeze(w), freeze(b)) for w, b in zip(ws, bs))

@@ -60,6 +60,7 @@ __all__ = [
     "HYPER",
     "NARROW",
     "OPTIMIZERS",
+    "PACKING",
     "PACK_ROWS",
     "RELU",
     "STEP_SCALARS",
@@ -75,6 +76,7 @@ __all__ = [
     "gradcheck_layer",
     "linear",
     "matmul_t",
+    "packing_for",
     "relu_backward",
     "row_masks",
     "softmax_xent",
@@ -100,6 +102,16 @@ _ZERO = np.uint64(0)
 #: each column block of its right operand into a contiguous buffer (see `_packs`).
 PACK_ROWS = 128
 _COPY_BLOCK = 32  # `_padded` transposes in 32 x 32 blocks
+#: The `packing` argument that lets the products of a kernel pack (`_packs`); None
+#: there compiles no packed code at all (numba prunes the `packing is None` branch),
+#: which saves its compile time where no product is wide enough: see `packing_for`.
+PACKING = np.zeros(1, dtype=np.uint8)
+
+
+def packing_for(width: int) -> np.ndarray | None:
+    """The `packing` argument for products at most `width` columns wide (the widest
+    layer of a net): PACKING where one may pack, None where none can (TILE or less)."""
+    return PACKING if width > TILE else None
 
 
 _stack_tile = stack_tile(TILE)
@@ -229,11 +241,11 @@ def _packs(n, k, width):
 
 
 @_jit
-def _sparse_matmul_padded(left, masks, right, bias, out, mode, scale):
+def _sparse_matmul_padded(left, masks, right, bias, out, mode, scale, packing):
     """`_sparse_matmul` for a C-contiguous right whose width is a multiple of TILE (a
-    large product goes to `_sparse_matmul_packed`, see `_packs`)."""
+    large product goes to `_sparse_matmul_packed` unless packing is None, see `_packs`)."""
     n, d = out.shape
-    if _packs(n, right.shape[0], right.shape[1]):
+    if packing is not None and _packs(n, right.shape[0], right.shape[1]):
         _sparse_matmul_packed(left, masks, right, False, bias, out, mode, scale)
         return
     words = masks.shape[1]
@@ -321,7 +333,7 @@ def _padded(a):
 
 
 @_jit
-def _sparse_matmul(left, masks, right, bias, out, mode, scale):
+def _sparse_matmul(left, masks, right, bias, out, mode, scale, packing):
     """out (op)= left @ right, visiting only the non-zeros of left (see the module doc).
 
     left: (n, k), any layout; masks: (n, ceil(k / 64)) uint64, the non-zeros of left's
@@ -331,9 +343,9 @@ def _sparse_matmul(left, masks, right, bias, out, mode, scale):
     where s = sum over i with bit i of masks[o] set, ascending, of left[o, i] * right[i, :].
     """
     if right.shape[1] % TILE == 0:
-        _sparse_matmul_padded(left, masks, right, bias, out, mode, scale)
+        _sparse_matmul_padded(left, masks, right, bias, out, mode, scale, packing)
     else:
-        _sparse_matmul_padded(left, masks, _padded(right), bias, out, mode, scale)
+        _sparse_matmul_padded(left, masks, _padded(right), bias, out, mode, scale, packing)
 
 
 # ---------------------------------------------------------------- the Ops kernels
@@ -362,7 +374,7 @@ def _weight_grad_masks(a, w):
 
 
 @_jit
-def _linear(x, masks, w, b, relu):
+def _linear(x, masks, w, b, relu, packing):
     """`linear`, given masks = row_masks(x) (not read, and may be `_no_masks()`, when the
     output is narrow)."""
     n, d_out = x.shape[0], w.shape[1]
@@ -379,33 +391,37 @@ def _linear(x, masks, w, b, relu):
                 z = out[r, j] + b[j]
                 out[r, j] = z if mode == ASSIGN or z > 0 else 0
     else:
-        _sparse_matmul(x, masks, w, b, out, mode, zero)
+        _sparse_matmul(x, masks, w, b, out, mode, zero, packing)
     return out
 
 
 @_jit
-def linear(x, w, b, relu):
-    """z = x @ w + b, then ReLU when `relu`. x: (n, d_in), w: (d_in, d_out) -> (n, d_out)."""
-    return _linear(x, _linear_masks(x, w), w, b, relu)
+def linear(x, w, b, relu, packing=None):
+    """z = x @ w + b, then ReLU when `relu`. x: (n, d_in), w: (d_in, d_out) -> (n, d_out).
+
+    packing: PACKING lets a large product pack (`_packs`: faster, the same bits); None
+    (the default) never packs and compiles no packed code. The same in every kernel
+    below that takes it."""
+    return _linear(x, _linear_masks(x, w), w, b, relu, packing)
 
 
 @_jit
-def matmul_t(delta, w):
+def matmul_t(delta, w, packing=None):
     """delta @ w.T over delta's non-zeros (see `_sparse_matmul`). -> (n, d_in)."""
     n, d_in = delta.shape[0], w.shape[0]
     out = np.empty((n, d_in), dtype=w.dtype)
     masks, zeros, zero = row_masks(delta), np.zeros(d_in, dtype=w.dtype), w.dtype.type(0)
-    if _packs(n, w.shape[1], d_in):  # w.T packed tile by tile from w: no transposed copy
+    if packing is not None and _packs(n, w.shape[1], d_in):  # w.T packed from w: no copy
         _sparse_matmul_packed(delta, masks, w, True, zeros, out, ASSIGN, zero)
     else:  # the copy costs d_in*d_out, the product n times that
-        _sparse_matmul_padded(delta, masks, _padded(w.T), zeros, out, ASSIGN, zero)
+        _sparse_matmul_padded(delta, masks, _padded(w.T), zeros, out, ASSIGN, zero, packing)
     return out
 
 
 @_jit
-def relu_backward(delta, w, a_prev):
+def relu_backward(delta, w, a_prev, packing=None):
     """(delta @ w.T) * (a_prev > 0). delta: (n, d_out), w: (d_in, d_out) -> (n, d_in)."""
-    out = matmul_t(delta, w)
+    out = matmul_t(delta, w, packing)
     for r in range(out.shape[0]):
         for i in range(out.shape[1]):
             if not a_prev[r, i] > 0:
@@ -452,7 +468,7 @@ def _narrow_weight_grad(a, delta, out, mode, scale):
 
 
 @_jit
-def _weight_grad_into(a, masks, delta, out, mode, scale):
+def _weight_grad_into(a, masks, delta, out, mode, scale, packing):
     """`weight_grad_into`, given masks = col_masks(a) (not read, and may be `_no_masks()`,
     when the output is narrow)."""
     d_in, d_out = out.shape
@@ -460,11 +476,11 @@ def _weight_grad_into(a, masks, delta, out, mode, scale):
         _narrow_weight_grad(a, delta, out, mode, scale)
     else:
         zeros = np.zeros(max(d_in, d_out), dtype=delta.dtype)
-        _sparse_matmul(a.T, masks, delta, zeros, out, mode, scale)
+        _sparse_matmul(a.T, masks, delta, zeros, out, mode, scale, packing)
 
 
 @_jit
-def weight_grad_into(a, delta, out, mode, scale):
+def weight_grad_into(a, delta, out, mode, scale, packing=None):
     """out = a.T @ delta (mode ASSIGN) or out = out - scale * (a.T @ delta) (SUBTRACT).
 
     a: (n, d_in), delta: (n, d_out) C-contiguous, out: (d_in, d_out), written in place.
@@ -472,14 +488,14 @@ def weight_grad_into(a, delta, out, mode, scale):
     if _narrow(out.shape[0], out.shape[1]):
         _narrow_weight_grad(a, delta, out, mode, scale)  # no masks to make
     else:
-        _weight_grad_into(a, col_masks(a), delta, out, mode, scale)
+        _weight_grad_into(a, col_masks(a), delta, out, mode, scale, packing)
 
 
 @_jit
-def weight_grad(a, delta):
+def weight_grad(a, delta, packing=None):
     """a.T @ delta. a: (n, d_in), delta: (n, d_out) -> (d_in, d_out)."""
     out = np.empty((a.shape[1], delta.shape[1]), dtype=delta.dtype)
-    weight_grad_into(a, delta, out, ASSIGN, delta.dtype.type(0))
+    weight_grad_into(a, delta, out, ASSIGN, delta.dtype.type(0), packing)
     return out
 
 
@@ -611,11 +627,11 @@ def apply_activation(z, code):
 
 
 @_jit
-def act_backward(delta, w, z, a, code, drop):
+def act_backward(delta, w, z, a, code, drop, packing=None):
     """((delta @ w.T) * drop) * BUILTIN[code].derivative(z, a), elementwise after the
     product. delta: (n, d_out), w: (d_in, d_out), z, a: (n, d_in); drop: (n, d_in)
     dropout multiplier, or (0, 0) for none. -> (n, d_in)."""
-    out = matmul_t(delta, w)
+    out = matmul_t(delta, w, packing)
     dropped = drop.shape[0] > 0
     for r in range(out.shape[0]):
         for i in range(out.shape[1]):
@@ -773,12 +789,12 @@ def _update(p, g, s1, s2, kind, decay, lr, hyper, step):
 
 
 @_jit
-def _layer(h, masks, w, b, code):
+def _layer(h, masks, w, b, code, packing):
     """(z, a) of one layer: z = h @ w + b, a = BUILTIN[code](z); ReLU fused (z is a)."""
     if code == _RELU:
-        a = _linear(h, masks, w, b, True)
+        a = _linear(h, masks, w, b, True, packing)
         return a, a
-    z = _linear(h, masks, w, b, False)
+    z = _linear(h, masks, w, b, False, packing)
     return z, (z if code == _IDENTITY else apply_activation(z, code))
 
 
@@ -792,14 +808,15 @@ def _times(out, drop):
 
 @_jit
 def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, xb, x_rows, x_cols, yb, lr, kind, decay,
-                hyper, step, codes, loss_code, thresh, scales, bases):
+                hyper, step, codes, loss_code, thresh, scales, bases, packing):
     """One step on the batch (xb, yb), in place; returns the batch's mean loss (float64).
 
     x_rows, x_cols: row_masks(xb), col_masks(xb), made while the batch was gathered.
     s1ws, s1bs, s2ws, s2bs, lr, kind, decay, hyper, step: the optimizer (see `_update`).
     codes: (layers,) the activation code of each layer (the last: identity); loss_code;
     thresh, scales: (layers,) dropout threshold (0: none) and 1 / (1 - p) of each
-    layer's input; bases: (layers,) this step's mask streams (`fnn.dropout.layer_base`).
+    layer's input; bases: (layers,) this step's mask streams (`fnn.dropout.layer_base`);
+    packing: PACKING or None (`packing_for` the net's widest layer).
     The same kernels in the same order as `fnn.backprop` + the optimizer's update, hence
     the same bits; layer l is updated once its gradient and the delta below it are known
     (its old weights are all that weight decay reads).
@@ -814,7 +831,7 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, xb, x_rows, x_cols, yb, lr, kind
     for l in range(n_layers):
         h, w = ins[l], ws[l]
         masks = x_rows if l == 0 else _linear_masks(h, w)
-        z, a = _layer(h, masks, w, bs[l], codes[l])
+        z, a = _layer(h, masks, w, bs[l], codes[l], packing)
         zs.append(z)
         outs.append(a)
         if l + 1 < n_layers:
@@ -834,18 +851,18 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, xb, x_rows, x_cols, yb, lr, kind
         if l > 0:  # before ws[l] moves
             code = codes[l - 1]
             if code == _RELU:
-                below = relu_backward(delta, w, a)
+                below = relu_backward(delta, w, a, packing)
                 if thresh[l] > 0:
                     _times(below, drops[l])
             else:
-                below = act_backward(delta, w, zs[l], outs[l], code, drops[l])
+                below = act_backward(delta, w, zs[l], outs[l], code, drops[l], packing)
         masks = x_cols if l == 0 else _weight_grad_masks(a, w)
         if kind == _SGD and not decay:
             # w - lr * g straight from the registers that hold g: no gradient array.
-            _weight_grad_into(a, masks, delta, w, SUBTRACT, lr)
+            _weight_grad_into(a, masks, delta, w, SUBTRACT, lr, packing)
         else:
             g = np.empty_like(w)
-            _weight_grad_into(a, masks, delta, g, ASSIGN, delta.dtype.type(0))
+            _weight_grad_into(a, masks, delta, g, ASSIGN, delta.dtype.type(0), packing)
             _update(w, g, s1ws[l], s2ws[l], kind, decay, lr, hyper, step)
         _update(bs[l], gb, s1bs[l], s2bs[l], kind, False, lr, hyper, step)
         delta = below
@@ -869,7 +886,7 @@ def _gather_row(x, e, xb, r, rows, cols_t):
 
 @_jit
 def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, kind, decay,
-                hyper, step_scalars, codes, loss_code, thresh, scales, bases):
+                hyper, step_scalars, codes, loss_code, thresh, scales, bases, packing):
     """Optimizer steps over the batches order[0:batch_size], order[batch_size:2*batch_size], ...
 
     In place on the weights ws, biases bs and the optimizer's state s1ws, s1bs (the
@@ -883,7 +900,8 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
     rate per step, of the params' dtype. The last batch holds the remaining
     n % batch_size rows, if any. y: (N,) int64 labels, or (N, k)
     float targets of an elementwise loss. codes, loss_code, thresh, scales: the model
-    (see `_train_step`); bases: (steps, layers) uint64, each step's dropout streams.
+    (see `_train_step`); bases: (steps, layers) uint64, each step's dropout streams;
+    packing: PACKING or None (`packing_for`).
 
     Returns (the mean loss of each step, (steps,) float64; -1, or the first row of x in
     order that holds a NaN or an infinity, where the epoch stopped: the rows are checked
@@ -918,5 +936,5 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
                 _prefetch(x, order[k], i)
         losses[s] = _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, xb, x_rows, x_cols, yb,
                                 lrs[s], kind, decay, hyper, step_scalars[s], codes,
-                                loss_code, thresh, scales, bases[s])
+                                loss_code, thresh, scales, bases[s], packing)
     return losses, -1

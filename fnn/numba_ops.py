@@ -29,10 +29,11 @@ def _layer(x: np.ndarray, w: np.ndarray, b: np.ndarray,
     # (valid params) would compile a new specialization (~10 s) per layout. A copy, made
     # only for such params, gives the same bits.
     w, b = np.ascontiguousarray(w), np.ascontiguousarray(b)
+    packing = kernels.packing_for(w.shape[1])
     if act.zero_preserving and act.code >= 0:  # ReLU
-        a = kernels.linear(x, w, b, True)
+        a = kernels.linear(x, w, b, True, packing)
         return a, a
-    z = kernels.linear(x, w, b, False)
+    z = kernels.linear(x, w, b, False, packing)
     if act.code == IDENTITY.code:
         return z, z
     if act.code >= 0:
@@ -43,19 +44,24 @@ def _layer(x: np.ndarray, w: np.ndarray, b: np.ndarray,
 def _backward(delta: np.ndarray, w: np.ndarray, z: np.ndarray, a: np.ndarray,
               a_in: np.ndarray, act: Activation, drop: np.ndarray | None) -> np.ndarray:
     w = np.ascontiguousarray(w)  # as in _layer
+    packing = kernels.packing_for(w.shape[0])
     if act.zero_preserving and act.code >= 0:  # ReLU: masked where the input is 0
-        out = kernels.relu_backward(delta, w, a_in)
+        out = kernels.relu_backward(delta, w, a_in, packing)
         if drop is not None:
             out *= drop
         return out
     if act.code >= 0:
         return kernels.act_backward(delta, w, z, a, act.code,
-                                    _NO_DROP[w.dtype] if drop is None else drop)
-    out = kernels.matmul_t(delta, w)
+                                    _NO_DROP[w.dtype] if drop is None else drop, packing)
+    out = kernels.matmul_t(delta, w, packing)
     if drop is not None:
         out *= drop
     out *= act.derivative(z, a)
     return out
+
+
+def _weight_grad(a: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    return kernels.weight_grad(a, delta, kernels.packing_for(delta.shape[1]))
 
 
 def _loss_grad(out: np.ndarray, y: np.ndarray, loss: Loss) -> tuple[float, np.ndarray]:
@@ -77,7 +83,7 @@ def _loss_value(out: np.ndarray, y: np.ndarray, loss: Loss) -> float:
 NUMBA_OPS = Ops(
     layer=_layer,
     backward=_backward,
-    weight_grad=kernels.weight_grad,
+    weight_grad=_weight_grad,
     bias_grad=kernels.bias_grad,
     loss_grad=_loss_grad,
     loss_value=_loss_value,

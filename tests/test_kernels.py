@@ -133,6 +133,9 @@ def test_kernels_match_numpy_twin_and_extended_precision(shape, dtype):
         assert got.dtype == dtype, name  # float32 in, float32 out
         close(got, NUMPY_TWIN[name](*args), rtol)
         close(got, truth(name, x, w, b, delta, **kw), rtol)
+        if name != "bias_grad":  # packing (where `_packs` says so) changes no bit
+            packed = getattr(kernels, name)(*args, kernels.PACKING)
+            assert packed.tobytes() == got.tobytes(), name
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -209,7 +212,7 @@ def test_each_row_depends_only_on_its_own_inputs(dtype):
     # From PACK_ROWS rows on, wide products pack right and block the inner dimension
     # (`_sparse_matmul_padded`); a single row takes the plain path: the same values.
     x, w, b, _ = operands(5, kernels.PACK_ROWS + 3, 300, 200, dtype)
-    full = kernels.linear(x, w, b, False)
+    full = kernels.linear(x, w, b, False, kernels.PACKING)
     for r in (0, 64, kernels.PACK_ROWS + 2):
         np.testing.assert_array_equal(full[r], kernels.linear(x[r : r + 1], w, b, False)[0])
 
@@ -229,13 +232,14 @@ def test_weight_grad_sums_the_batch_in_ascending_order(shape, dtype):
     want = np.zeros((shape[1], shape[2]), dtype=dtype)
     for r in range(shape[0]):
         want = want + x[r, :, None] * delta[r, None, :]
-    got = kernels.weight_grad(x, delta)
-    assert got.dtype == dtype
-    np.testing.assert_array_equal(got, want)
-    lr = dtype(0.1)
-    stepped = w.copy()
-    kernels.weight_grad_into(x, delta, stepped, kernels.SUBTRACT, lr)
-    assert stepped.tobytes() == (w - lr * got).tobytes()
+    for packing in (None, kernels.PACKING):
+        got = kernels.weight_grad(x, delta, packing)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+        lr = dtype(0.1)
+        stepped = w.copy()
+        kernels.weight_grad_into(x, delta, stepped, kernels.SUBTRACT, lr, packing)
+        assert stepped.tobytes() == (w - lr * got).tobytes()
 
 
 def test_masks_mark_exactly_the_non_zeros():
@@ -289,3 +293,22 @@ def test_each_product_is_added_with_one_rounding(dtype):
         w = np.array([[1], [u]], dtype=dtype)
         z = kernels.linear(x, w, np.zeros(1, dtype=dtype), False)
         np.testing.assert_array_equal(z, np.full((n, 1), fused, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_wide_net_epoch_packs_and_gives_the_bits_of_the_plain_kernels(dtype, monkeypatch):
+    # A net wider than TILE at a batch of PACK_ROWS or more: the compiled epoch packs its
+    # large products (`kernels.packing_for`); with packing off it must end bit-identical.
+    rng = np.random.default_rng(3)
+    sizes, n, batch = (300, 200, 70, 5), 400, kernels.PACK_ROWS + 5
+    params = fnn.init_params(1, sizes, dtype=dtype)
+    x = sparse(rng, (n, sizes[0]), dtype, 0.7)
+    y = rng.integers(0, sizes[-1], n)
+    order = rng.permutation(n)
+    assert kernels.packing_for(200) is kernels.PACKING and kernels.packing_for(64) is None
+    packed, losses = fnn.sgd_epoch(params, x, y, order, batch, 0.05)
+    monkeypatch.setattr(kernels, "packing_for", lambda width: None)
+    plain, plain_losses = fnn.sgd_epoch(params, x, y, order, batch, 0.05)
+    assert losses.tobytes() == plain_losses.tobytes()
+    for p, q in zip(packed, plain):
+        assert p.w.tobytes() == q.w.tobytes() and p.b.tobytes() == q.b.tobytes()
