@@ -225,32 +225,27 @@ def run_steps(
     else:
         raise ValueError(f"spec.kind: expected one compiled_optimizer returns, got "
                          f"{spec.kind!r}")
-    new_params, new_slots, losses = run_epoch(params, None, x, y, order, batch_size, lrs,
-                                              0.0, model, step_keys, spec=spec, slots=slots,
-                                              count=count)
+    new_params, new_slots, losses = run_epoch(params, slots, x, y, order, batch_size, lrs,
+                                              spec, model, step_keys, count)
     if spec.kind == "adam":
         return new_params, AdamState(count + steps, *new_slots), losses
     return new_params, SGDState(count + steps, new_slots[0] if new_slots else ()), losses
 
 
 def run_epoch(
-    params: Params, velocity: Params | None, x: np.ndarray, y: np.ndarray,
-    order: np.ndarray, batch_size: int, lrs: np.ndarray, momentum: float,
-    model: Model | None = None, step_keys: np.ndarray | None = None, *,
-    spec: OptimizerSpec | None = None, slots: tuple[Params, ...] = (), count: int = 0,
-) -> tuple[Params, Any, np.ndarray]:
-    """The epoch itself, for validated inputs (see `sgd_epoch_unchecked`): plain SGD when
-    velocity is None (momentum is then ignored), else SGD with momentum.
+    params: Params, slots: tuple[Params, ...], x: np.ndarray, y: np.ndarray,
+    order: np.ndarray, batch_size: int, lrs: np.ndarray, spec: OptimizerSpec,
+    model: Model | None = None, step_keys: np.ndarray | None = None, count: int = 0,
+) -> tuple[Params, tuple[Params, ...], np.ndarray]:
+    """The steps themselves, for validated inputs (see `sgd_epoch_unchecked`), with the
+    optimizer `spec` (see `run_steps`, the entry point for `fnn.optim` states).
 
-    model: the activations, loss and dropout (None: the notebook's); step_keys: (steps,)
-    uint64 folded dropout key of each step (needed when the model has dropout).
-    Returns (new params, new velocity or (), the loss of each step as float64, exactly
-    as `fnn.backprop` returns it).
-
-    With spec (see `run_steps`, the entry point for it), any optimizer instead: velocity
-    and momentum are ignored; slots: its state arrays, () for sgd, (velocity,) for
-    momentum and nesterov, (mu, nu) for adam; count: its count before the first step
-    (adam's bias corrections). The second result is then the tuple of new slots.
+    slots: the optimizer's state arrays, () for sgd, (velocity,) for momentum and
+    nesterov, (mu, nu) for adam; count: its count before the first step (adam's bias
+    corrections). model: the activations, loss and dropout (None: the notebook's);
+    step_keys: (steps,) uint64 folded dropout key of each step (needed when the model
+    has dropout). Returns (new params, new slots, the loss of each step as float64,
+    exactly as `fnn.backprop` returns it).
     """
     from . import kernels  # numba loads on first use, as in fnn.backends
 
@@ -266,11 +261,6 @@ def run_epoch(
     if step_keys is not None:
         for s in range(steps):
             bases[s] = [layer_base(step_keys[s], l) for l in range(n_layers)]
-    legacy = spec is None
-    if spec is None:  # plain SGD, or momentum (with momentum 0: plain, velocity kept)
-        spec = OptimizerSpec("momentum" if velocity is not None and momentum else "sgd",
-                             float(momentum))
-        slots = () if velocity is None else (velocity,)
     kind = kernels.OPTIMIZERS.index(spec.kind)
     hyper, step_scalars = _optimizer_scalars(spec, lrs, count, dtype)
     ws = tuple(np.array(p.w, order="C") for p in params)  # private, writable copies
@@ -294,8 +284,6 @@ def run_epoch(
     new_params = tuple(Layer(freeze(w), freeze(b)) for w, b in zip(ws, bs))
     new_slots = tuple(tuple(Layer(freeze(w), freeze(b)) for w, b in zip(*copy))
                       for copy in copies)
-    if legacy:
-        return new_params, new_slots[0] if new_slots else (), losses
     return new_params, new_slots, losses
 
 
@@ -309,8 +297,8 @@ def sgd_epoch_unchecked(
     """`sgd_epoch` for validated inputs: x (N, d_in) C-contiguous of the params' dtype,
     y checked for the model's loss, order (n,) int64 in [0, N), lrs (steps,) positive,
     any float dtype; model and step_keys as in `run_epoch`."""
-    new_params, _, losses = run_epoch(params, None, x, y, order, batch_size, lrs, 0.0,
-                                      model, step_keys)
+    new_params, _, losses = run_epoch(params, (), x, y, order, batch_size, lrs,
+                                      OptimizerSpec("sgd"), model, step_keys)
     return new_params, losses.astype(params[0].w.dtype)
 
 
@@ -355,8 +343,9 @@ def momentum_epoch_unchecked(
     step_keys: np.ndarray | None = None,
 ) -> tuple[Params, Params, np.ndarray]:
     """`momentum_epoch` for validated inputs (see `sgd_epoch_unchecked`)."""
-    new_params, new_velocity, losses = run_epoch(params, velocity, x, y, order, batch_size,
-                                                 lrs, momentum, model, step_keys)
+    new_params, (new_velocity,), losses = run_epoch(
+        params, (velocity,), x, y, order, batch_size, lrs, OptimizerSpec("momentum", momentum),
+        model, step_keys)
     return new_params, new_velocity, losses.astype(params[0].w.dtype)
 
 
