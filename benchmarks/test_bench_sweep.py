@@ -8,6 +8,9 @@ the other 55,000 and measures the test split at the end.
 
 - "sequential": the 8 runs as ordinary `fit` calls in this process, one after another
   (data already loaded, kernels compiled): the baseline a user has without a sweep.
+  Each fit's compiled epochs use both cores here (`fnn.team`); "sequential, 1 thread"
+  (extra info) is the same with FNN_NUM_THREADS=1, the baseline before fnn had threads
+  (a sweep worker runs one thread, so that two workers do not fight over the cores).
 - "sweep-2-workers": `fnn.sweep(..., jobs=2, data=...)` into a fresh folder, given the
   same loaded arrays as the sequential fits (neither side's time includes loading
   MNIST): everything else a user waits for, the start of both workers (forked, sharing
@@ -47,11 +50,14 @@ def _sequential(mnist) -> float:
     return time.perf_counter() - t0
 
 
-def test_sweep_throughput_two_workers(benchmark, mnist, tmp_path_factory):
+def test_sweep_throughput_two_workers(benchmark, mnist, tmp_path_factory, monkeypatch):
     # Compile (or load) the kernels first, outside every timing.
     fnn.fit(None, (mnist.x_train[:256], mnist.y_train[:256], mnist.x_test[:64],
                    mnist.y_test[:64]), fnn.TrainConfig(epochs=1))
     sequential = _sequential(mnist)
+    with monkeypatch.context() as m:
+        m.setenv("FNN_NUM_THREADS", "1")
+        sequential_one_thread = _sequential(mnist)
     # The same loaded arrays as the sequential fits: neither timing includes loading MNIST.
     data = (mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test)
     t0 = time.perf_counter()
@@ -78,12 +84,16 @@ def test_sweep_throughput_two_workers(benchmark, mnist, tmp_path_factory):
     assert min(r.test_accuracy for r in result.runs) > 0.96
     ratio = sequential / two_workers
     benchmark.extra_info.update(sequential_s=round(sequential, 2),
+                                sequential_one_thread_s=round(sequential_one_thread, 2),
+                                ratio_vs_one_thread=round(sequential_one_thread / two_workers, 2),
                                 one_worker_sweep_s=round(one_worker, 2),
                                 two_worker_sweep_s=round(two_workers, 2),
                                 throughput_ratio=round(ratio, 2),
                                 ratio_vs_one_worker_sweep=round(one_worker / two_workers, 2))
-    print(f"\n8 runs: sequential fits {sequential:.1f} s, sweep jobs=1 {one_worker:.1f} s, "
+    print(f"\n8 runs: sequential fits {sequential:.1f} s ({sequential_one_thread:.1f} s on one "
+          f"thread each), sweep jobs=1 {one_worker:.1f} s, "
           f"sweep jobs=2 {two_workers:.1f} s: throughput {ratio:.2f}x the sequential runs "
-          f"({one_worker / two_workers:.2f}x the 1-worker sweep)")
+          f"({sequential_one_thread / two_workers:.2f}x the one-thread runs, "
+          f"{one_worker / two_workers:.2f}x the 1-worker sweep)")
     if ratio < TARGET:
         pytest.fail(f"throughput ratio {ratio:.2f} < target {TARGET}")

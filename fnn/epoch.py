@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import team as _team
 from .dropout import fold_key, layer_base, threshold
 from .interrupts import deferred_sigint
 from .model import Model, check_key, make_model
@@ -48,6 +49,7 @@ __all__ = [
     "sgd_epoch",
     "sgd_epoch_unchecked",
     "steps_in_epoch",
+    "threads_for",
 ]
 
 
@@ -196,10 +198,60 @@ def _optimizer_scalars(spec: OptimizerSpec, lrs: np.ndarray, count: int,
     return hyper, np.array(rows, dtype=np.float64).reshape(steps, 3).astype(dtype)
 
 
+#: Multiply-adds per step (batch x weights) from which two threads share the steps of an
+#: epoch, and per thread beyond that: below it, the barriers would cost more than a
+#: second core saves (measured on the 2-core machine of the README's speed table).
+MACS_PER_THREAD = 200_000
+
+
+def threads_for(params: Params, batch_size: int) -> int:
+    """The threads that share each step of an epoch of `params` (tuple of Layer) at
+    `batch_size`: one per MACS_PER_THREAD multiply-adds of the forward pass, at most
+    `fnn.team.max_threads()` (FNN_NUM_THREADS, NUMBA_NUM_THREADS or the CPUs) and
+    `fnn.team.free_cpus()` (CPUs not busy with other work right now)."""
+    macs = batch_size * sum(p.w.shape[0] * p.w.shape[1] for p in params)
+    wanted = min(_team.max_threads(), macs // MACS_PER_THREAD)
+    return max(1, min(wanted, _team.free_cpus()) if wanted > 1 else 1)
+
+
+def _workspace(ws: tuple[np.ndarray, ...], y: np.ndarray, batch: int, codes: np.ndarray,
+               thresh: np.ndarray, team: int, plain_sgd: bool) -> tuple[Any, ...]:
+    """The buffers the threads of `kernels.train_epoch` share (its `work`), for batches of
+    at most `batch` rows. An input without dropout is the array below it (x's batch or
+    the layer's activation), and a ReLU or identity layer's output is its pre-activation."""
+    from . import kernels
+
+    dtype, words = ws[0].dtype, -(-batch // 64)
+    xb = np.empty((batch, ws[0].shape[0]), dtype=dtype)
+    none = np.zeros((0, 0), dtype=dtype)
+    ins: list[np.ndarray] = []
+    drops, zs, outs, hmasks, cbits, amasks, deltas, dmasks, grads, gbs = ([] for _ in range(10))
+    for l, w in enumerate(ws):
+        d_in, d_out = w.shape
+        dropped = thresh[l] > 0
+        below = xb if l == 0 else outs[l - 1]
+        ins.append(np.empty((batch, d_in), dtype=dtype) if dropped else below)
+        drops.append(np.empty((batch, d_in), dtype=dtype) if dropped else none)
+        outs.append(np.empty((batch, d_out), dtype=dtype))
+        plain = codes[l] in (kernels.RELU_CODE, kernels.IDENTITY_CODE)
+        zs.append(outs[l] if plain else np.empty((batch, d_out), dtype=dtype))
+        hmasks.append(np.empty((batch, -(-d_in // 64)), dtype=np.uint64))
+        cbits.append(np.zeros((team * words, d_in), dtype=np.uint64))
+        amasks.append(np.empty((d_in, words), dtype=np.uint64))
+        deltas.append(np.empty((batch, d_out), dtype=dtype))
+        dmasks.append(np.empty((batch, -(-d_out // 64)), dtype=np.uint64))
+        grads.append(none if plain_sgd else np.empty((d_in, d_out), dtype=dtype))
+        gbs.append(np.empty(d_out, dtype=dtype))
+    terms = np.empty((batch, 1 if y.ndim == 1 else y.shape[1]))
+    return (xb, np.empty_like(y[:batch]), terms, np.zeros(team, dtype=np.int64),
+            *(tuple(a) for a in (ins, drops, zs, outs, hmasks, cbits, amasks, deltas, dmasks,
+                                 grads, gbs)))
+
+
 def run_steps(
     params: Params, opt_state: Any, x: np.ndarray, y: np.ndarray, order: np.ndarray,
     batch_size: int, lrs: np.ndarray, spec: OptimizerSpec, model: Model | None = None,
-    step_keys: np.ndarray | None = None,
+    step_keys: np.ndarray | None = None, threads: int | None = None,
 ) -> tuple[Params, Any, np.ndarray]:
     """The steps over the batches of `order` in one compiled loop, for validated inputs:
     the same bits as `fnn.backprop` (numba) + the optimizer's `update` per batch.
@@ -210,7 +262,7 @@ def run_steps(
     float64 first, as `fnn.optim` does); spec: from `compiled_optimizer`.
     Returns (new params, new opt_state with count advanced by steps, losses (steps,)
     float64): SGDState(count, velocity, () for plain sgd) or AdamState(count, mu, nu),
-    new read-only arrays; the inputs are never written.
+    new read-only arrays; the inputs are never written. threads: as in `run_epoch`.
     """
     from .optim import AdamState, SGDState
 
@@ -226,7 +278,7 @@ def run_steps(
         raise ValueError(f"spec.kind: expected one compiled_optimizer returns, got "
                          f"{spec.kind!r}")
     new_params, new_slots, losses = run_epoch(params, slots, x, y, order, batch_size, lrs,
-                                              spec, model, step_keys, count)
+                                              spec, model, step_keys, count, threads)
     if spec.kind == "adam":
         return new_params, AdamState(count + steps, *new_slots), losses
     return new_params, SGDState(count + steps, new_slots[0] if new_slots else ()), losses
@@ -236,6 +288,7 @@ def run_epoch(
     params: Params, slots: tuple[Params, ...], x: np.ndarray, y: np.ndarray,
     order: np.ndarray, batch_size: int, lrs: np.ndarray, spec: OptimizerSpec,
     model: Model | None = None, step_keys: np.ndarray | None = None, count: int = 0,
+    threads: int | None = None,
 ) -> tuple[Params, tuple[Params, ...], np.ndarray]:
     """The steps themselves, for validated inputs (see `sgd_epoch_unchecked`), with the
     optimizer `spec` (see `run_steps`, the entry point for `fnn.optim` states).
@@ -244,8 +297,9 @@ def run_epoch(
     nesterov, (mu, nu) for adam; count: its count before the first step (adam's bias
     corrections). model: the activations, loss and dropout (None: the notebook's);
     step_keys: (steps,) uint64 folded dropout key of each step (needed when the model
-    has dropout). Returns (new params, new slots, the loss of each step as float64,
-    exactly as `fnn.backprop` returns it).
+    has dropout); threads: how many threads share each step (None: `threads_for`; the
+    bits are the same for every number). Returns (new params, new slots, the loss of
+    each step as float64, exactly as `fnn.backprop` returns it).
     """
     from . import kernels  # numba loads on first use, as in fnn.backends
 
@@ -272,13 +326,18 @@ def run_epoch(
     # A batch larger than the epoch is the whole epoch; clamped, the kernel's int64
     # arithmetic never sees a batch_size such as 2**63 - 1 (which it would overflow).
     batch_size = min(int(batch_size), order.shape[0])
+    team = threads_for(params, batch_size) if threads is None else threads
+    losses = np.empty(steps)
+    work = _workspace(ws, y, batch_size, codes, thresh, team, kind == 0 and not spec.weight_decay)
+    args = (ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
+            kind, bool(spec.weight_decay), hyper, step_scalars, codes, model.loss.code,
+            thresh, scales, bases, kernels.packing_for(max(p.w.shape[1] for p in params)),
+            work, kernels.scratch_size(tuple(d for p in params for d in p.w.shape), batch_size),
+            losses)
     # Ctrl-C waits for the kernel (raised inside numba's dispatcher it would be a
     # SystemError and lose the result): then a KeyboardInterrupt, the inputs untouched.
     with deferred_sigint():
-        losses, bad_row = kernels.train_epoch(
-            ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
-            kind, bool(spec.weight_decay), hyper, step_scalars, codes, model.loss.code,
-            thresh, scales, bases, kernels.packing_for(max(p.w.shape[1] for p in params)))
+        bad_row = _team.run(kernels.train_epoch, args, _team.new_sync(), team)
     if bad_row >= 0:  # the private copies are dropped: nothing was written
         raise nonfinite_error(x, "x", slice(bad_row, bad_row + 1))
     new_params = tuple(Layer(freeze(w), freeze(b)) for w, b in zip(ws, bs))

@@ -18,8 +18,9 @@ rounded once). The non-zeros of each left row are found once as 64-bit masks
 a batch) and visited with count-trailing-zeros, so a zero costs nothing and no branch
 per element is mispredicted. Output rows are accumulated in registers, TILE columns at
 a time: LLVM keeps an accumulator in registers only when it can prove that it aliases no
-input, so it lives in a small stack array (`_stack_tile`), and `right` is zero-padded to
-whole tiles so that every tile has the same compile-time width. Rows go in pairs: one
+input, so it lives in a small stack array (`_stack_tile`), and a ragged last tile of
+`right` (or a tile of w.T) is copied into a zero-padded one (`_pack_tile`), so that every
+tile has the same compile-time width. Rows go in pairs: one
 load of right[i] feeds both rows, over the union of their non-zeros. Outputs narrower
 than NARROW (the logits and their weight gradient, 64x10 on MNIST) are so small that
 masks and temporaries would cost more than the zeros they skip: a dense loop
@@ -27,6 +28,10 @@ masks and temporaries would cost more than the zeros they skip: a dense loop
 Large products (`_packs`: PACK_ROWS rows and inner size or more) copy each tile of right into a
 contiguous buffer first and go through the inner dimension in L1-sized blocks
 (`_sparse_matmul_packed`): the same sums, twice as fast at 784-1024-1024-10.
+A compiled epoch allocates nothing per step: its buffers come in `work` (shared by the
+threads of `fnn.team`) and each thread's `scratch`. (Measured: a 128 KiB buffer
+allocated per step and thread, at glibc's mmap threshold, made two threads no faster
+than one in some processes.)
 
 Exactness: a skipped term is a `+ 0` that BLAS would compute (for finite inputs; fnn
 validates x), and a pair's extra terms are `0 * right[i] + acc = acc`; neither changes a
@@ -54,15 +59,18 @@ from . import losses as _losses
 from .numba_compat import fma as _fma
 from .numba_compat import prefetch as _prefetch
 from .numba_compat import stack_tile, trailing_zeros
+from .team import barrier, share
 
 __all__ = [
     "ASSIGN",
     "HYPER",
+    "IDENTITY_CODE",
     "NARROW",
     "OPTIMIZERS",
     "PACKING",
     "PACK_ROWS",
     "RELU",
+    "RELU_CODE",
     "STEP_SCALARS",
     "SUBTRACT",
     "TILE",
@@ -79,6 +87,7 @@ __all__ = [
     "packing_for",
     "relu_backward",
     "row_masks",
+    "scratch_size",
     "softmax_xent",
     "softmax_xent_loss",
     "train_epoch",
@@ -98,10 +107,10 @@ NARROW = 16
 ASSIGN, RELU, SUBTRACT = 0, 1, 2
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
-#: Output rows (and rows of the right operand) from which `_sparse_matmul_padded` copies
+#: Output rows (and rows of the right operand) from which `_sparse_matmul` copies
 #: each column block of its right operand into a contiguous buffer (see `_packs`).
 PACK_ROWS = 128
-_COPY_BLOCK = 32  # `_padded` transposes in 32 x 32 blocks
+_COPY_BLOCK = 32  # `_pack_tile` transposes in blocks of 32 rows
 #: The `packing` argument that lets the products of a kernel pack (`_packs`); None
 #: there compiles no packed code at all (numba prunes the `packing is None` branch),
 #: which saves its compile time where no product is wide enough: see `packing_for`.
@@ -182,7 +191,7 @@ def _add_pair(acc0, acc1, v0, v1, right, i, t0, width):
         acc1[j] = _fma(v1, r, acc1[j])
 
 
-@_jit
+@_inline
 def _store(out, o, t0, width, acc, bias, mode, scale):
     for j in range(width):
         c = t0 + np.uint64(j)
@@ -240,38 +249,80 @@ def _packs(n, k, width):
     return width > TILE and n >= PACK_ROWS and k >= PACK_ROWS
 
 
+@_inline
+def _carve(scratch, start, rows, cols):
+    """A (rows, cols) C array: scratch[start:start + rows * cols] when scratch holds it,
+    else a new array. scratch: 1-d, a thread's own (see `train_epoch`), or empty."""
+    if scratch.shape[0] >= start + rows * cols:
+        return scratch[start:start + rows * cols].reshape((rows, cols))
+    return np.empty((rows, cols), dtype=scratch.dtype)
+
+
 @_jit
-def _sparse_matmul_padded(left, masks, right, bias, out, mode, scale, packing):
-    """`_sparse_matmul` for a C-contiguous right whose width is a multiple of TILE (a
-    large product goes to `_sparse_matmul_packed` unless packing is None, see `_packs`)."""
+def _sparse_matmul(left, masks, right, transposed, bias, out, mode, scale, packing, lo, hi,
+                   scratch):
+    """out[lo:hi] (op)= (left @ r)[lo:hi], visiting only the non-zeros of left (see the
+    module doc), where r is right, or right.T when `transposed`; the other rows of out
+    are not touched.
+
+    left: (n, k), any layout; masks: (n, ceil(k / 64)) uint64, the non-zeros of left's
+    rows (`row_masks(left)`); right: C-contiguous, (k, d) or (d, k) when transposed;
+    bias: (d,); out: (n, d), written. mode ASSIGN: out = s + bias; RELU: out = ReLU(s +
+    bias); SUBTRACT: out = out - scale * s, where s = sum over i with bit i of masks[o]
+    set, ascending, of left[o, i] * r[i, :]. Row o of out depends on row o of left and
+    masks alone, so rows can be shared out between threads (`fnn.team`) without changing
+    a bit. packing: PACKING lets a large product pack (`_packs`). scratch: 1-d of right's
+    dtype, room for the packed tiles (see `train_epoch`), or empty (then allocated).
+
+    Tiles of r are read in place where they can be (C-contiguous r, a whole tile wide);
+    a column block of r.T, and r's last tile when d is not a multiple of TILE, are first
+    copied into a zero-padded contiguous (k, TILE) tile (`_pack_tile`): the same sums.
+    """
     n, d = out.shape
-    if packing is not None and _packs(n, right.shape[0], right.shape[1]):
-        _sparse_matmul_packed(left, masks, right, False, bias, out, mode, scale)
+    if lo >= hi:
         return
-    words = masks.shape[1]
-    acc0 = _stack_tile(right)
-    acc1 = _stack_tile(right)
-    for t in range(0, right.shape[1], TILE):
+    k, width = (right.shape[1], right.shape[0]) if transposed else right.shape
+    if packing is not None and _packs(n, k, width):
+        _sparse_matmul_packed(left, masks, right, transposed, bias, out, mode, scale, lo, hi,
+                              scratch)
+        return
+    copies = transposed or width % TILE != 0
+    packed = _carve(scratch, 0, k if copies else 0, TILE)
+    for t in range(0, width, TILE):
         # Unsigned column indices: no negative-index wraparound, so contiguous loads.
         t0 = np.uint64(t)
-        width = min(TILE, d - t)
-        for o0 in range(0, n, 2):
-            o1 = min(o0 + 1, n - 1)  # an odd last row is paired with itself
-            for j in range(TILE):
-                acc0[j] = 0
-                acc1[j] = 0
-            _pair_sums(left, masks, right, acc0, acc1, o0, o1, t0, 0, words)
-            _store(out, o0, t0, width, acc0, bias, mode, scale)
-            if o1 != o0:
-                _store(out, o1, t0, width, acc1, bias, mode, scale)
+        if transposed or d - t < TILE:
+            _pack_tile(right, transposed, t, packed)
+            _tile_sums(left, masks, packed, _ZERO, out, t0, d - t, bias, mode, scale, lo, hi)
+        else:
+            _tile_sums(left, masks, right, t0, out, t0, TILE, bias, mode, scale, lo, hi)
 
 
 @_jit
-def _sparse_matmul_packed(left, masks, right, transposed, bias, out, mode, scale):
-    """`_sparse_matmul_padded` for a large product (`_packs`), with right.T in place of
-    right when `transposed` (right C-contiguous, any width: the packing pads).
+def _tile_sums(left, masks, src, start, out, t0, cols, bias, mode, scale, lo, hi):
+    """Columns [t0, t0 + min(cols, TILE)) of out's rows [lo, hi) (see `_sparse_matmul`),
+    from the tile src[:, start:start + TILE] of the right operand (a called function, not
+    inlined twice: one compiled copy of the loop)."""
+    cols = min(TILE, cols)
+    acc0 = _stack_tile(src)
+    acc1 = _stack_tile(src)
+    for o0 in range(lo, hi, 2):
+        o1 = min(o0 + 1, hi - 1)  # an odd last row is paired with itself
+        for j in range(TILE):
+            acc0[j] = 0
+            acc1[j] = 0
+        _pair_sums(left, masks, src, acc0, acc1, o0, o1, start, 0, masks.shape[1])
+        _store(out, o0, t0, cols, acc0, bias, mode, scale)
+        if o1 != o0:
+            _store(out, o1, t0, cols, acc1, bias, mode, scale)
 
-    Each TILE-wide column block of right is first copied into a contiguous (k, TILE)
+
+@_jit
+def _sparse_matmul_packed(left, masks, right, transposed, bias, out, mode, scale, lo, hi,
+                          scratch):
+    """`_sparse_matmul` for a large product (`_packs`).
+
+    Each TILE-wide column block of r is first copied into a contiguous (k, TILE)
     buffer (`_pack_tile`), and the inner dimension then goes in blocks of 128 (float32;
     64 for float64) rows of it, 32 KiB that stay in L1 while every row pair uses them; a
     pair's running sums wait in `part` between blocks. Rows of right a whole row apart
@@ -281,71 +332,42 @@ def _sparse_matmul_packed(left, masks, right, transposed, bias, out, mode, scale
     Each sum still takes its terms in ascending order, one fused multiply-add at a time,
     the running sums stored and reloaded exactly: the same bits as the plain loop.
     """
-    n, d = out.shape
+    d = out.shape[1]
     k, width = (right.shape[1], right.shape[0]) if transposed else right.shape
     words = masks.shape[1]
     block = max(1, 8 // right.itemsize)  # mask words (64 rows of right) a block
     acc0 = _stack_tile(right)
     acc1 = _stack_tile(right)
-    part = np.empty((n, TILE), dtype=right.dtype)
-    packed = np.empty((k, TILE), dtype=right.dtype)
+    packed = _carve(scratch, 0, k, TILE)
+    part = _carve(scratch, k * TILE, hi - lo, TILE)  # row o at o - lo
     for t in range(0, width, TILE):
         t0 = np.uint64(t)
         cols = min(TILE, d - t)
         _pack_tile(right, transposed, t, packed)
         for w0 in range(0, words, block):
             w1 = min(words, w0 + block)
-            for o0 in range(0, n, 2):
-                o1 = min(o0 + 1, n - 1)  # an odd last row is paired with itself
+            for o0 in range(lo, hi, 2):
+                o1 = min(o0 + 1, hi - 1)  # an odd last row is paired with itself
                 for j in range(TILE):
-                    acc0[j] = 0 if w0 == 0 else part[o0, j]
-                    acc1[j] = 0 if w0 == 0 else part[o1, j]
+                    acc0[j] = 0 if w0 == 0 else part[o0 - lo, j]
+                    acc1[j] = 0 if w0 == 0 else part[o1 - lo, j]
                 _pair_sums(left, masks, packed, acc0, acc1, o0, o1, _ZERO, w0, w1)
                 if w1 < words:
                     for j in range(TILE):
-                        part[o0, j] = acc0[j]
-                        part[o1, j] = acc1[j]
+                        part[o0 - lo, j] = acc0[j]
+                        part[o1 - lo, j] = acc1[j]
                 else:
                     _store(out, o0, t0, cols, acc0, bias, mode, scale)
                     if o1 != o0:
                         _store(out, o1, t0, cols, acc1, bias, mode, scale)
 
 
-@_jit
-def _padded(a):
-    """A zero-padded C-contiguous copy of a: (k, d), any layout -> (k, d rounded up to TILE)."""
-    k, d = a.shape
-    out = np.zeros((k, -(-d // TILE) * TILE), dtype=a.dtype)
-    # Loops, not slice assignment: far less for numba to compile.
-    if a.strides[1] == a.itemsize:  # rows contiguous: row by row
-        for i in range(k):
-            for j in range(d):
-                out[i, j] = a[i, j]
-        return out
-    # A transposed view (w.T): its rows are columns of w, and reading one element per
-    # row of w would touch a new cache line each time; square blocks reuse the lines.
-    for i0 in range(0, k, _COPY_BLOCK):
-        for j0 in range(0, d, _COPY_BLOCK):
-            for i in range(i0, min(k, i0 + _COPY_BLOCK)):
-                for j in range(j0, min(d, j0 + _COPY_BLOCK)):
-                    out[i, j] = a[i, j]
-    return out
-
-
-@_jit
-def _sparse_matmul(left, masks, right, bias, out, mode, scale, packing):
-    """out (op)= left @ right, visiting only the non-zeros of left (see the module doc).
-
-    left: (n, k), any layout; masks: (n, ceil(k / 64)) uint64, the non-zeros of left's
-    rows (`row_masks(left)`); right: (k, d) C-contiguous (other layouts: pass
-    `_padded(right)` to `_sparse_matmul_padded`); bias: (d,); out: (n, d), written.
-    mode ASSIGN: out = s + bias; RELU: out = ReLU(s + bias); SUBTRACT: out = out - scale * s,
-    where s = sum over i with bit i of masks[o] set, ascending, of left[o, i] * right[i, :].
-    """
-    if right.shape[1] % TILE == 0:
-        _sparse_matmul_padded(left, masks, right, bias, out, mode, scale, packing)
-    else:
-        _sparse_matmul_padded(left, masks, _padded(right), bias, out, mode, scale, packing)
+def scratch_size(widths: tuple[int, ...], batch: int) -> int:
+    """The elements of a thread's `scratch` for products whose dimensions are at most
+    max(widths) and batch: two packed tiles' worth (a tile and the running sums), or a
+    transposed batch of the widest layer (`_linear_into`), whichever is larger."""
+    k = max(max(widths), batch)
+    return max(2 * k * TILE, max(widths) * batch)
 
 
 # ---------------------------------------------------------------- the Ops kernels
@@ -374,25 +396,42 @@ def _weight_grad_masks(a, w):
 
 
 @_jit
-def _linear(x, masks, w, b, relu, packing):
-    """`linear`, given masks = row_masks(x) (not read, and may be `_no_masks()`, when the
-    output is narrow)."""
-    n, d_out = x.shape[0], w.shape[1]
-    out = np.empty((n, d_out), dtype=w.dtype)
+def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch):
+    """Rows [lo, hi) of `linear` into out (n, d_out), given masks = row_masks(x) (not
+    read, and may be `_no_masks()`, when the output is narrow); scratch: see
+    `_sparse_matmul`."""
+    n, d_in, d_out = x.shape[0], x.shape[1], w.shape[1]
     zero = w.dtype.type(0)
     mode = RELU if relu else ASSIGN
     if _narrow(n, d_out):
         # Few outputs (the logits): a tile would be mostly padding. out = (x.T).T @ w is the
         # weight-gradient product of `_narrow_weight_grad`, whose tiles run along the batch;
         # each out[r, j] is the same ascending sum over i (plus terms that are +-0).
-        _narrow_weight_grad(np.ascontiguousarray(x.T), w, out, ASSIGN, zero)
-        for r in range(n):
+        x_t = _carve(scratch, 0, d_in, hi - lo)
+        for r in range(lo, hi):
+            for i in range(d_in):
+                x_t[i, r - lo] = x[r, i]
+        _narrow_weight_grad(x_t, w, out[lo:hi], ASSIGN, zero, 0, hi - lo)
+        for r in range(lo, hi):
             for j in range(d_out):
                 z = out[r, j] + b[j]
                 out[r, j] = z if mode == ASSIGN or z > 0 else 0
     else:
-        _sparse_matmul(x, masks, w, b, out, mode, zero, packing)
+        _sparse_matmul(x, masks, w, False, b, out, mode, zero, packing, lo, hi, scratch)
+
+
+@_jit
+def _linear(x, masks, w, b, relu, packing):
+    """`linear`, given masks (as `_linear_into`)."""
+    out = np.empty((x.shape[0], w.shape[1]), dtype=w.dtype)
+    _linear_into(x, masks, w, b, out, relu, packing, 0, x.shape[0], _no_scratch(w))
     return out
+
+
+@_jit
+def _no_scratch(like):
+    """An empty scratch for a kernel's one-off call: its buffers are allocated."""
+    return np.empty(0, dtype=like.dtype)
 
 
 @_jit
@@ -406,15 +445,18 @@ def linear(x, w, b, relu, packing=None):
 
 
 @_jit
+def _matmul_t_into(delta, masks, w, out, packing, lo, hi, scratch):
+    """Rows [lo, hi) of `matmul_t` into out (n, d_in), given masks = row_masks(delta):
+    w.T is packed from w tile by tile (no transposed copy of w)."""
+    zeros, zero = np.zeros(w.shape[0], dtype=w.dtype), w.dtype.type(0)
+    _sparse_matmul(delta, masks, w, True, zeros, out, ASSIGN, zero, packing, lo, hi, scratch)
+
+
+@_jit
 def matmul_t(delta, w, packing=None):
     """delta @ w.T over delta's non-zeros (see `_sparse_matmul`). -> (n, d_in)."""
-    n, d_in = delta.shape[0], w.shape[0]
-    out = np.empty((n, d_in), dtype=w.dtype)
-    masks, zeros, zero = row_masks(delta), np.zeros(d_in, dtype=w.dtype), w.dtype.type(0)
-    if packing is not None and _packs(n, w.shape[1], d_in):  # w.T packed from w: no copy
-        _sparse_matmul_packed(delta, masks, w, True, zeros, out, ASSIGN, zero)
-    else:  # the copy costs d_in*d_out, the product n times that
-        _sparse_matmul_padded(delta, masks, _padded(w.T), zeros, out, ASSIGN, zero, packing)
+    out = np.empty((delta.shape[0], w.shape[0]), dtype=w.dtype)
+    _matmul_t_into(delta, row_masks(delta), w, out, packing, 0, delta.shape[0], _no_scratch(w))
     return out
 
 
@@ -422,16 +464,23 @@ def matmul_t(delta, w, packing=None):
 def relu_backward(delta, w, a_prev, packing=None):
     """(delta @ w.T) * (a_prev > 0). delta: (n, d_out), w: (d_in, d_out) -> (n, d_in)."""
     out = matmul_t(delta, w, packing)
-    for r in range(out.shape[0]):
-        for i in range(out.shape[1]):
-            if not a_prev[r, i] > 0:
-                out[r, i] = 0
+    _relu_mask_rows(out, a_prev, 0, out.shape[0])
     return out
 
 
 @_jit
-def _narrow_weight_grad(a, delta, out, mode, scale):
-    """`weight_grad_into` for few columns (the last layer's): the transpose, dense.
+def _relu_mask_rows(out, a_prev, lo, hi):
+    """out[r, i] = 0 where not a_prev[r, i] > 0 (ReLU'), for rows [lo, hi)."""
+    for r in range(lo, hi):
+        for i in range(out.shape[1]):
+            if not a_prev[r, i] > 0:
+                out[r, i] = 0
+
+
+@_jit
+def _narrow_weight_grad(a, delta, out, mode, scale, lo, hi):
+    """`weight_grad_into` for few columns (the last layer's), rows [lo, hi) of out (lo a
+    multiple of TILE): the transpose, dense.
 
     Columns of out go in pairs, as tiles of TILE rows of out held in registers: one load
     of a[r] feeds both. Each out[i, j] is the sum over r ascending of a[r, i] * delta[r, j],
@@ -442,9 +491,9 @@ def _narrow_weight_grad(a, delta, out, mode, scale):
     d_out = out.shape[1]
     acc0 = _stack_tile(delta)
     acc1 = _stack_tile(delta)
-    for t in range(0, d_in, TILE):
+    for t in range(lo, min(hi, d_in), TILE):
         t0 = np.uint64(t)  # unsigned: no negative-index wraparound, so contiguous loads
-        width = min(TILE, d_in - t)
+        width = min(TILE, hi - t)
         for j0 in range(0, d_out, 2):
             j1 = min(j0 + 1, d_out - 1)  # an odd last column is paired with itself
             for c in range(TILE):
@@ -468,15 +517,16 @@ def _narrow_weight_grad(a, delta, out, mode, scale):
 
 
 @_jit
-def _weight_grad_into(a, masks, delta, out, mode, scale, packing):
-    """`weight_grad_into`, given masks = col_masks(a) (not read, and may be `_no_masks()`,
-    when the output is narrow)."""
+def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratch):
+    """Rows [lo, hi) of `weight_grad_into`, given masks = col_masks(a) (not read, and may
+    be `_no_masks()`, when the output is narrow; then lo is a multiple of TILE)."""
     d_in, d_out = out.shape
     if _narrow(d_in, d_out):
-        _narrow_weight_grad(a, delta, out, mode, scale)
+        _narrow_weight_grad(a, delta, out, mode, scale, lo, hi)
     else:
         zeros = np.zeros(max(d_in, d_out), dtype=delta.dtype)
-        _sparse_matmul(a.T, masks, delta, zeros, out, mode, scale, packing)
+        _sparse_matmul(a.T, masks, delta, False, zeros, out, mode, scale, packing, lo, hi,
+                       scratch)
 
 
 @_jit
@@ -485,10 +535,12 @@ def weight_grad_into(a, delta, out, mode, scale, packing=None):
 
     a: (n, d_in), delta: (n, d_out) C-contiguous, out: (d_in, d_out), written in place.
     """
-    if _narrow(out.shape[0], out.shape[1]):
-        _narrow_weight_grad(a, delta, out, mode, scale)  # no masks to make
+    d_in = out.shape[0]
+    if _narrow(d_in, out.shape[1]):
+        _narrow_weight_grad(a, delta, out, mode, scale, 0, d_in)  # no masks to make
     else:
-        _weight_grad_into(a, col_masks(a), delta, out, mode, scale, packing)
+        _weight_grad_into(a, col_masks(a), delta, out, mode, scale, packing, 0, d_in,
+                          _no_scratch(delta))
 
 
 @_jit
@@ -502,15 +554,22 @@ def weight_grad(a, delta, packing=None):
 @_jit
 def bias_grad(delta):
     """delta summed over the batch. delta: (n, d_out) -> (d_out,)."""
-    n, d_out = delta.shape
-    g = np.zeros(d_out, dtype=delta.dtype)
-    for r in range(n):
-        for j in range(d_out):
-            g[j] += delta[r, j]
+    g = np.empty(delta.shape[1], dtype=delta.dtype)
+    _bias_grad_into(delta, g, 0, delta.shape[1])
     return g
 
 
 @_jit
+def _bias_grad_into(delta, g, lo, hi):
+    """g[lo:hi] = columns [lo, hi) of delta summed over the batch, rows in order."""
+    for j in range(lo, hi):
+        g[j] = 0
+    for r in range(delta.shape[0]):
+        for j in range(lo, hi):
+            g[j] += delta[r, j]
+
+
+@_inline
 def _row_max(z, r):
     m = z[r, 0]
     for j in range(1, z.shape[1]):
@@ -539,24 +598,41 @@ def softmax_xent(logits, y):
 
     The loss is accumulated in float64, as in `softmax_xent_loss` (the same value).
     """
-    n, k = logits.shape
+    n = logits.shape[0]
     delta = np.empty_like(logits)
+    terms = np.empty((n, 1))
+    _softmax_xent_rows(logits, y, delta, terms, 0, n)
+    return _mean_terms(terms), delta
+
+
+@_jit
+def _softmax_xent_rows(logits, y, delta, terms, lo, hi):
+    """Rows [lo, hi) of `softmax_xent`: delta[r], and terms[r, 0] = row r's loss (float64)."""
+    n, k = logits.shape
     inv_n = 1.0 / n
-    total = 0.0
-    for r in range(n):
+    for r in range(lo, hi):
         m = _row_max(logits, r)
         s = 0.0
         for j in range(k):
             e = np.exp(logits[r, j] - m)  # one exp per entry: exps dominate this kernel
             delta[r, j] = e
             s += e
-        total += np.log(s) - (logits[r, y[r]] - m)
+        terms[r, 0] = np.log(s) - (logits[r, y[r]] - m)
         inv_s = 1.0 / s
         for j in range(k):
             # (softmax - onehot) / n in float64, rounded once to the logits' dtype.
             p = delta[r, j] * inv_s
             delta[r, j] = (p - 1.0 if j == y[r] else p) * inv_n
-    return total / n, delta
+
+
+@_jit
+def _mean_terms(terms):
+    """The mean of float64 terms (n, k), summed row by row in order (as one loop would)."""
+    total = 0.0
+    for r in range(terms.shape[0]):
+        for j in range(terms.shape[1]):
+            total += terms[r, j]
+    return total / terms.size
 
 
 # ---------------------------------------------------------------- the records, compiled
@@ -565,6 +641,9 @@ def softmax_xent(logits, y):
 _f0, _f1, _f2, _f3, _f4, _f5 = (_inline(a.forward) for a in _acts.BUILTIN)
 _d0, _d1, _d2, _d3, _d4, _d5 = (_inline(a.derivative) for a in _acts.BUILTIN)
 _RELU, _IDENTITY = _acts.RELU.code, _acts.IDENTITY.code
+#: The codes of the activations whose output `train_epoch` keeps in the pre-activation's
+#: array (ReLU is fused into the product; identity changes nothing).
+RELU_CODE, IDENTITY_CODE = _RELU, _IDENTITY
 _XENT = _losses.SOFTMAX_XENT.code
 _MSE, _BCE = _losses.LOSS_FUNCTIONS["mse"], _losses.LOSS_FUNCTIONS["sigmoid_binary_cross_entropy"]
 _e1, _g1, _e2, _g2 = (_inline(f) for f in (_MSE.element, _MSE.element_grad, _BCE.element,
@@ -620,10 +699,16 @@ def _loss_element_grad(code, o, t):
 def apply_activation(z, code):
     """a = BUILTIN[code].forward(z), elementwise. z: (n, d) -> (n, d), z's dtype."""
     a = np.empty_like(z)
-    for r in range(z.shape[0]):
+    _activate_rows(z, a, code, 0, z.shape[0])
+    return a
+
+
+@_jit
+def _activate_rows(z, a, code, lo, hi):
+    """a[r] = BUILTIN[code].forward(z[r]) for rows [lo, hi)."""
+    for r in range(lo, hi):
         for j in range(z.shape[1]):
             a[r, j] = act_forward(code, z[r, j])
-    return a
 
 
 @_jit
@@ -632,14 +717,20 @@ def act_backward(delta, w, z, a, code, drop, packing=None):
     product. delta: (n, d_out), w: (d_in, d_out), z, a: (n, d_in); drop: (n, d_in)
     dropout multiplier, or (0, 0) for none. -> (n, d_in)."""
     out = matmul_t(delta, w, packing)
+    _act_backward_rows(out, z, a, code, drop, 0, out.shape[0])
+    return out
+
+
+@_jit
+def _act_backward_rows(out, z, a, code, drop, lo, hi):
+    """out = (out * drop) * derivative(z, a), rows [lo, hi) (see `act_backward`)."""
     dropped = drop.shape[0] > 0
-    for r in range(out.shape[0]):
+    for r in range(lo, hi):
         for i in range(out.shape[1]):
             g = out[r, i]
             if dropped:
                 g = g * drop[r, i]
             out[r, i] = g * act_derivative(code, z[r, i], a[r, i])
-    return out
 
 
 @_jit
@@ -656,28 +747,42 @@ def elementwise_loss(out, y, code):
 @_jit
 def elementwise_loss_grad(out, y, code):
     """(mean loss, its gradient (n, k)): element_grad / k / n, as `fnn.losses` gives it."""
-    n, k = out.shape
     delta = np.empty_like(out)
-    total = 0.0
-    for r in range(n):
+    terms = np.empty(out.shape)
+    _elementwise_rows(out, y, code, delta, terms, 0, out.shape[0])
+    return _mean_terms(terms), delta
+
+
+@_jit
+def _elementwise_rows(out, y, code, delta, terms, lo, hi):
+    """Rows [lo, hi) of `elementwise_loss_grad`: delta[r], terms[r] = the loss elements."""
+    n, k = out.shape
+    for r in range(lo, hi):
         for j in range(k):
-            total += _loss_element(code, out[r, j], y[r, j])
+            terms[r, j] = _loss_element(code, out[r, j], y[r, j])
             g = out.dtype.type(_loss_element_grad(code, out[r, j], y[r, j]))
             delta[r, j] = (g / k) / n
-    return total / (n * k), delta
 
 
 @_jit
 def drop_multiplier(n, d, base, thresh, scale):
     """`fnn.dropout.drop_multiplier` in compiled code: (n, d) of 0 and `scale`."""
     out = np.full((n, d), scale)
-    i = np.uint64(0)
+    _drop_rows(out, base, thresh, scale, 0, n)
+    return out
+
+
+@_jit
+def _drop_rows(out, base, thresh, scale, lo, hi):
+    """Rows [lo, hi) of `drop_multiplier` into out (n, d): element (r, j) draws number
+    r * d + j + 1 of the stream `base`."""
+    d = out.shape[1]
     zero = out.dtype.type(0)
-    for r in range(n):
+    for r in range(lo, hi):
+        i = np.uint64(r * d)
         for j in range(d):
             i += np.uint64(1)
             out[r, j] = scale if _mix(base + i * _GOLDEN) >= thresh else zero
-    return out
 
 
 @_jit
@@ -719,19 +824,12 @@ def gradcheck_layer(d, z, a, w, flags, code, kinks, linear_pieces, drop):
     return out
 
 
-def _loss_and_grad(out, y, code):  # typed by the overload below
-    raise NotImplementedError
-
-
-@overload(_loss_and_grad, inline="always")
-def _loss_and_grad_impl(out, y, code):  # type: ignore[no-untyped-def]
-    """Labels (n,) take softmax cross-entropy, float targets (n, k) an elementwise loss."""
-    if y.ndim == 1:
-        return lambda out, y, code: softmax_xent(out, y)
-    return lambda out, y, code: elementwise_loss_grad(out, y, code)
-
-
 # ---------------------------------------------------------------- a whole epoch
+# Threads share out rows (and bias columns) in whole units of 16: an even number, so
+# that row pairs stay whole, and 16 rows of any width (16 columns of float32) are whole
+# 64-byte cache lines, so that no line is written by two threads (a line that two
+# cores write in turn moves between their caches at every write).
+_ROWS = 16
 #: The optimizers `train_epoch` runs (`fnn.epoch.OptimizerSpec.kind`), coded by index.
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 _SGD, _MOMENTUM, _NESTEROV, _ADAM = 0, 1, 2, 3
@@ -741,8 +839,9 @@ STEP_SCALARS = ("c1", "c2", "lr * weight_decay")
 
 
 @_jit
-def _update(p, g, s1, s2, kind, decay, lr, hyper, step):
-    """In place, elementwise as `fnn.sgd_step` / `fnn.optim`, so results are bit-equal.
+def _update(p, g, s1, s2, kind, decay, lr, hyper, step, lo, hi):
+    """In place, elementwise as `fnn.sgd_step` / `fnn.optim`, so results are bit-equal,
+    for the elements [lo, hi) of p flattened (C order).
 
     Every scalar comes in the params' dtype, rounded from the Python float that
     `fnn.optim` multiplies by (NumPy 2 rounds such a weak scalar to the array's dtype
@@ -759,12 +858,11 @@ def _update(p, g, s1, s2, kind, decay, lr, hyper, step):
     from its Python float64 value (c1 = 1 - b1**t, c2 = 1 - b2**t at update t).
     """
     pf, gf, s1f, s2f = p.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
-    n = pf.shape[0]
     mu, wd = hyper[0], hyper[1]
     if kind == _ADAM:
         b1, c_b1, b2, c_b2, eps = hyper[2], hyper[3], hyper[4], hyper[5], hyper[6]
         c1, c2, lr_wd = step[0], step[1], step[2]
-        for k in range(n):
+        for k in range(lo, hi):
             gk = gf[k]
             m = b1 * s1f[k] + c_b1 * gk
             v = b2 * s2f[k] + c_b2 * (gk * gk)
@@ -776,102 +874,171 @@ def _update(p, g, s1, s2, kind, decay, lr, hyper, step):
                 new = new - lr_wd * old
             pf[k] = new
     elif kind == _SGD:
-        for k in range(n):
+        for k in range(lo, hi):
             gk = gf[k] + wd * pf[k] if decay else gf[k]
             pf[k] = pf[k] - lr * gk
     else:
         nesterov = kind == _NESTEROV
-        for k in range(n):
+        for k in range(lo, hi):
             gk = gf[k] + wd * pf[k] if decay else gf[k]
             v = mu * s1f[k] + gk
             s1f[k] = v
             pf[k] = pf[k] - lr * (gk + mu * v if nesterov else v)
 
 
-@_jit
-def _layer(h, masks, w, b, code, packing):
-    """(z, a) of one layer: z = h @ w + b, a = BUILTIN[code](z); ReLU fused (z is a)."""
-    if code == _RELU:
-        a = _linear(h, masks, w, b, True, packing)
-        return a, a
-    z = _linear(h, masks, w, b, False, packing)
-    return z, (z if code == _IDENTITY else apply_activation(z, code))
+def _loss_rows(out, y, code, delta, terms, lo, hi):  # typed by the overload below
+    raise NotImplementedError
+
+
+@overload(_loss_rows, inline="always")
+def _loss_rows_impl(out, y, code, delta, terms, lo, hi):  # type: ignore[no-untyped-def]
+    """Labels (n,) take softmax cross-entropy, float targets (n, k) an elementwise loss."""
+    if y.ndim == 1:
+        return lambda out, y, code, delta, terms, lo, hi: _softmax_xent_rows(
+            out, y, delta, terms, lo, hi)
+    return lambda out, y, code, delta, terms, lo, hi: _elementwise_rows(
+        out, y, code, delta, terms, lo, hi)
 
 
 @_jit
-def _times(out, drop):
-    """out *= drop, in place (a dropout multiplier on a gradient)."""
-    for r in range(out.shape[0]):
+def _input_masks(h, rows, own_bits, lo, hi, need_rows, need_cols):
+    """The non-zero masks of h's rows [lo, hi): rows[r] = the row mask (`row_masks`) when
+    need_rows; bit r % 64 of own_bits[r // 64, i] set where h[r, i] != 0 when need_cols
+    (own_bits is this thread's (words of a batch, d) part of the layer's `cbits`, zeroed
+    here first; `_col_masks_from_bits` ORs the threads' parts)."""
+    if need_cols:
+        for wd in range(own_bits.shape[0]):
+            for i in range(own_bits.shape[1]):
+                own_bits[wd, i] = 0
+    for r in range(lo, hi):
+        if need_rows:
+            _row_mask_words(h, r, rows, r)
+        if need_cols:
+            _set_col_bits(h, r, own_bits[r // 64], np.uint64(r % 64))
+
+
+@_jit
+def _col_masks_from_bits(bits, masks, team, lo, hi):
+    """masks[i, wd] = OR over the threads t of bits[t * words + wd, i], for i in [lo, hi):
+    `col_masks` of a batch whose rows the threads' bits cover between them."""
+    words = bits.shape[0] // team
+    for i in range(lo, hi):
+        for wd in range(masks.shape[1]):
+            m = _ZERO
+            for t in range(team):
+                m |= bits[t * words + wd, i]
+            masks[i, wd] = m
+
+
+@_jit
+def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay, hyper,
+                step, codes, loss_code, thresh, scales, bases, packing, work, scratch, sync,
+                tid, team):
+    """One step on the gathered batch (the first `size` rows of the work buffers), in
+    place, as thread `tid` of `team` (see `fnn.team`); losses[s] = the batch's mean loss.
+
+    Returns -1 when done, the first row of the batch that holds a NaN or an infinity
+    (nothing is updated then), or -2 when the team was aborted.
+    s1ws, s1bs, s2ws, s2bs, lr, kind, decay, hyper, step: the optimizer (see `_update`);
+    codes: (layers,) the activation code of each layer (the last: identity); loss_code;
+    thresh, scales: (layers,) dropout threshold (0: none) and 1 / (1 - p) of each
+    layer's input; bases: (layers,) this step's mask streams (`fnn.dropout.layer_base`);
+    packing: PACKING or None (`packing_for` the net's widest layer); work: see `train_epoch`;
+    scratch: this thread's own buffer for the products (`scratch_size`).
+
+    The same kernels in the same order as `fnn.backprop` + the optimizer's update, hence
+    the same bits. The thread computes its rows of the batch through the forward pass, the
+    loss and each layer's delta (a row of each depends on that row of x alone: no waiting),
+    then, once all threads are past the barrier (the whole delta known, no thread still
+    reading the layer's old weights), its rows of the weight gradient with their update
+    (weight decay reads only the old weights of the same rows) and its columns of the bias.
+    """
+    (xb, yb, terms, flags, ins, drops, zs, outs, hmasks, cbits, amasks, deltas, dmasks,
+     grads, gbs) = work
+    n_layers = len(ws)
+    lo, hi = share(size, _ROWS, tid, team)  # this thread's rows of the batch
+    words = amasks[0].shape[1]  # mask words of a full batch
+    for l in range(n_layers):
+        w = ws[l]
+        d_in, d_out = w.shape
+        h = ins[l][:size]
+        if thresh[l] > 0:
+            src = xb[:size] if l == 0 else outs[l - 1][:size]
+            drop = drops[l][:size]
+            _drop_rows(drop, bases[l], thresh[l], scales[l], lo, hi)
+            for r in range(lo, hi):
+                for i in range(d_in):
+                    h[r, i] = src[r, i] * drop[r, i]
+        if l > 0 or thresh[0] > 0:  # the gather made the input's masks
+            _input_masks(h, hmasks[l], cbits[l][tid * words:(tid + 1) * words], lo, hi,
+                         not _narrow(size, d_out), not _narrow(d_in, d_out))
+        z = zs[l][:size]
+        _linear_into(h, hmasks[l][:size], w, bs[l], z, codes[l] == _RELU, packing, lo, hi,
+                     scratch)
+        if codes[l] != _RELU and codes[l] != _IDENTITY:
+            _activate_rows(z, outs[l][:size], codes[l], lo, hi)
+    _loss_rows(outs[n_layers - 1][:size], yb[:size], loss_code, deltas[n_layers - 1][:size],
+               terms[:size], lo, hi)
+    zero = xb.dtype.type(0)
+    for l in range(n_layers - 1, -1, -1):
+        w = ws[l]
+        d_in, d_out = w.shape
+        delta = deltas[l][:size]
+        if l > 0:  # this thread's rows of the delta below, before anyone moves w
+            below, masks = deltas[l - 1][:size], dmasks[l][:size]
+            for r in range(lo, hi):
+                _row_mask_words(delta, r, masks, r)
+            _matmul_t_into(delta, masks, w, below, packing, lo, hi, scratch)
+            if codes[l - 1] == _RELU:
+                _relu_mask_rows(below, ins[l][:size], lo, hi)
+                if thresh[l] > 0:
+                    _times_rows(below, drops[l][:size], lo, hi)
+            else:
+                _act_backward_rows(below, zs[l - 1][:size], outs[l - 1][:size], codes[l - 1],
+                                   drops[l][:size], lo, hi)
+        if not barrier(sync, team):
+            return -2
+        if l == n_layers - 1:
+            first = size
+            for t in range(team):
+                first = min(first, flags[t])
+            if first < size:
+                return first
+            if tid == 0:
+                losses[s] = _mean_terms(terms[:size])
+        a = ins[l][:size]
+        narrow = _narrow(d_in, d_out)
+        w_lo, w_hi = share(d_in, TILE if narrow else _ROWS, tid, team)  # its rows of w
+        masks = amasks[l][:, :(size + 63) // 64]
+        if not narrow:
+            _col_masks_from_bits(cbits[l], masks, team, w_lo, w_hi)
+        if kind == _SGD and not decay:
+            # w - lr * g straight from the registers that hold g: no gradient array.
+            _weight_grad_into(a, masks, delta, w, SUBTRACT, lr, packing, w_lo, w_hi, scratch)
+        else:
+            g = grads[l]
+            _weight_grad_into(a, masks, delta, g, ASSIGN, zero, packing, w_lo, w_hi, scratch)
+            _update(w, g, s1ws[l], s2ws[l], kind, decay, lr, hyper, step, w_lo * d_out,
+                    w_hi * d_out)
+        b_lo, b_hi = share(d_out, _ROWS, tid, team)
+        _bias_grad_into(delta, gbs[l], b_lo, b_hi)
+        _update(bs[l], gbs[l], s1bs[l], s2bs[l], kind, False, lr, hyper, step, b_lo, b_hi)
+    if not barrier(sync, team):  # the next batch overwrites what the others still read
+        return -2
+    return -1
+
+
+@_jit
+def _times_rows(out, drop, lo, hi):
+    """out *= drop, in place, rows [lo, hi) (a dropout multiplier on a gradient)."""
+    for r in range(lo, hi):
         for i in range(out.shape[1]):
             out[r, i] = out[r, i] * drop[r, i]
 
 
-@_jit
-def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, xb, x_rows, x_cols, yb, lr, kind, decay,
-                hyper, step, codes, loss_code, thresh, scales, bases, packing):
-    """One step on the batch (xb, yb), in place; returns the batch's mean loss (float64).
-
-    x_rows, x_cols: row_masks(xb), col_masks(xb), made while the batch was gathered.
-    s1ws, s1bs, s2ws, s2bs, lr, kind, decay, hyper, step: the optimizer (see `_update`).
-    codes: (layers,) the activation code of each layer (the last: identity); loss_code;
-    thresh, scales: (layers,) dropout threshold (0: none) and 1 / (1 - p) of each
-    layer's input; bases: (layers,) this step's mask streams (`fnn.dropout.layer_base`);
-    packing: PACKING or None (`packing_for` the net's widest layer).
-    The same kernels in the same order as `fnn.backprop` + the optimizer's update, hence
-    the same bits; layer l is updated once its gradient and the delta below it are known
-    (its old weights are all that weight decay reads).
-    """
-    n_layers = len(ws)
-    none = np.empty((0, 0), dtype=xb.dtype)
-    ins, drops, zs, outs = [xb], [none], [xb], [xb]  # index 0 of zs, outs: unused
-    if thresh[0] > 0:
-        drops[0] = drop_multiplier(xb.shape[0], xb.shape[1], bases[0], thresh[0], scales[0])
-        ins[0] = xb * drops[0]
-        x_rows, x_cols = row_masks(ins[0]), col_masks(ins[0])
-    for l in range(n_layers):
-        h, w = ins[l], ws[l]
-        masks = x_rows if l == 0 else _linear_masks(h, w)
-        z, a = _layer(h, masks, w, bs[l], codes[l], packing)
-        zs.append(z)
-        outs.append(a)
-        if l + 1 < n_layers:
-            if thresh[l + 1] > 0:
-                drop = drop_multiplier(a.shape[0], a.shape[1], bases[l + 1], thresh[l + 1],
-                                       scales[l + 1])
-                drops.append(drop)
-                ins.append(a * drop)
-            else:
-                drops.append(none)
-                ins.append(a)
-    value, delta = _loss_and_grad(outs[n_layers], yb, loss_code)
-    for l in range(n_layers - 1, -1, -1):
-        a, w = ins[l], ws[l]
-        gb = bias_grad(delta)
-        below = delta
-        if l > 0:  # before ws[l] moves
-            code = codes[l - 1]
-            if code == _RELU:
-                below = relu_backward(delta, w, a, packing)
-                if thresh[l] > 0:
-                    _times(below, drops[l])
-            else:
-                below = act_backward(delta, w, zs[l], outs[l], code, drops[l], packing)
-        masks = x_cols if l == 0 else _weight_grad_masks(a, w)
-        if kind == _SGD and not decay:
-            # w - lr * g straight from the registers that hold g: no gradient array.
-            _weight_grad_into(a, masks, delta, w, SUBTRACT, lr, packing)
-        else:
-            g = np.empty_like(w)
-            _weight_grad_into(a, masks, delta, g, ASSIGN, delta.dtype.type(0), packing)
-            _update(w, g, s1ws[l], s2ws[l], kind, decay, lr, hyper, step)
-        _update(bs[l], gb, s1bs[l], s2bs[l], kind, False, lr, hyper, step)
-        delta = below
-    return value
-
-
 @_inline
-def _gather_row(x, e, xb, r, rows, cols_t):
-    """Row e of x -> xb[r]; rows[r] = its row mask; bit r % 64 of cols_t[r // 64, i] set
+def _gather_row(x, e, xb, r, rows, bits):
+    """Row e of x -> xb[r]; rows[r] = its row mask; bit r % 64 of bits[r // 64, i] set
     where it is non-zero. Returns False when the row holds a NaN or an infinity."""
     bad = False
     for i in range(xb.shape[1]):  # an explicit loop copies twice as fast as a slice
@@ -880,13 +1047,14 @@ def _gather_row(x, e, xb, r, rows, cols_t):
         bad |= v - v != 0  # NaN exactly when v is NaN or infinite
     # The masks of the row while it is in L1: a pass over the batch would cost more.
     _row_mask_words(xb, r, rows, r)
-    _set_col_bits(xb, r, cols_t[r // 64], np.uint64(r % 64))
+    _set_col_bits(xb, r, bits[r // 64], np.uint64(r % 64))
     return not bad
 
 
 @_jit
 def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, kind, decay,
-                hyper, step_scalars, codes, loss_code, thresh, scales, bases, packing):
+                hyper, step_scalars, codes, loss_code, thresh, scales, bases, packing, work,
+                scratch_len, losses, sync, tid, team):
     """Optimizer steps over the batches order[0:batch_size], order[batch_size:2*batch_size], ...
 
     In place on the weights ws, biases bs and the optimizer's state s1ws, s1bs (the
@@ -896,45 +1064,65 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
     decay; hyper: (len(HYPER),) and step_scalars: (steps, len(STEP_SCALARS)), of the
     params' dtype (see `_update`); plain SGD without decay subtracts each weight
     gradient straight from the registers that hold it.
-    x: (N, d_in); y: (N,) int64; order: (n,) int64 rows of x; lrs: (steps,) one learning
-    rate per step, of the params' dtype. The last batch holds the remaining
-    n % batch_size rows, if any. y: (N,) int64 labels, or (N, k)
-    float targets of an elementwise loss. codes, loss_code, thresh, scales: the model
-    (see `_train_step`); bases: (steps, layers) uint64, each step's dropout streams;
-    packing: PACKING or None (`packing_for`).
+    x: (N, d_in); order: (n,) int64 rows of x; lrs: (steps,) one learning rate per step,
+    of the params' dtype. The last batch holds the remaining n % batch_size rows, if any.
+    y: (N,) int64 labels, or (N, k) float targets of an elementwise loss. codes,
+    loss_code, thresh, scales: the model (see `_train_step`); bases: (steps, layers)
+    uint64, each step's dropout streams; packing: PACKING or None (`packing_for`).
+    work: the buffers that the threads share, for a batch of B = min(batch_size, n) rows
+    and W = ceil(B / 64) mask words (`fnn.epoch` makes them): (xb (B, d_in), yb like
+    y[:B], terms (B, 1 or k) float64, flags (team,) int64, then tuples over the layers:
+    ins (B, d_in) each layer's input (x or the activation below, times its dropout),
+    drops (B, d_in) or (0, 0) without dropout, zs (B, d_out) pre-activations (the outs
+    array itself for ReLU and identity), outs (B, d_out) activations, hmasks (B,
+    ceil(d_in / 64)) uint64 row masks of ins, cbits (team * W, d_in) uint64 each
+    thread's column bits of ins, amasks (d_in, W) uint64 column masks of ins, deltas
+    (B, d_out), dmasks (B, ceil(d_out / 64)) uint64 row masks of deltas, grads (d_in,
+    d_out) or (0, 0) for plain SGD, gbs (d_out,)). losses: (steps,) float64, written with
+    the mean loss of each step. scratch_len: `scratch_size` of the net's widths and the
+    batch (each thread allocates its own once). sync, tid, team: this thread's place in the team
+    (`fnn.team.run`); each thread gathers and computes its share of every step.
 
-    Returns (the mean loss of each step, (steps,) float64; -1, or the first row of x in
-    order that holds a NaN or an infinity, where the epoch stopped: the rows are checked
-    as they are gathered, so that no separate pass over x is needed).
+    Returns -1; or the first row of x in order that holds a NaN or an infinity, where
+    the epoch stopped, before that step's update (the rows are checked as they are
+    gathered, so that no separate pass over x is needed); or -2 if the team was aborted.
     """
+    xb, yb, flags, hmasks, cbits = work[0], work[1], work[3], work[8], work[9]
     n, d_in = order.shape[0], x.shape[1]
     steps = (n + batch_size - 1) // batch_size
-    losses = np.empty(steps)
-    full = min(batch_size, n)
-    xb_full = np.empty((full, d_in), dtype=x.dtype)
-    yb_full = np.empty_like(y[:full])
-    rows_full = np.empty((full, (d_in + 63) // 64), dtype=np.uint64)
-    cols_t = np.empty(((full + 63) // 64, d_in), dtype=np.uint64)  # col masks, transposed
+    words = work[10][0].shape[1]
+    own = cbits[0][tid * words:(tid + 1) * words]  # this thread's column bits of x
+    scratch = np.empty(scratch_len, dtype=x.dtype)  # this thread's own, for the products
     line = max(1, 64 // x.itemsize)  # elements per 64-byte cache line
     for s in range(steps):
         start = s * batch_size
         size = min(batch_size, n - start)
-        xb, yb, x_rows = xb_full[:size], yb_full[:size], rows_full[:size]
-        cols_t[:] = 0
-        for r in range(size):
+        lo, hi = share(size, _ROWS, tid, team)
+        for wd in range(words):
+            for i in range(d_in):
+                own[wd, i] = 0
+        first = size
+        for r in range(lo, hi):
             e = order[start + r]
-            if not _gather_row(x, e, xb, r, x_rows, cols_t):
-                return losses[:s], e
+            if not _gather_row(x, e, xb, r, hmasks[0], own) and first == size:
+                first = r
             yb[r] = y[e]
-        x_cols = np.ascontiguousarray(cols_t[: (size + 63) // 64].T)
+        flags[tid] = first
         # The next batch's rows are scattered over x (random rows cost ~15% of an MNIST
-        # epoch): start loading them now, while this step computes. The first lines of a
-        # row are enough to start the CPU's own stream prefetcher on it; prefetching
-        # whole rows stalled the core and measured no faster. No effect on any result.
-        for k in range(start + size, min(n, start + size + batch_size)):
+        # epoch): start loading this thread's share now, while this step computes. The
+        # first lines of a row are enough to start the CPU's own stream prefetcher on it;
+        # prefetching whole rows stalled the core and measured no faster. No effect on
+        # any result.
+        nxt = start + size
+        n_lo, n_hi = share(min(batch_size, n - nxt), _ROWS, tid, team)
+        for k in range(nxt + n_lo, nxt + n_hi):
             for i in range(0, min(d_in, 4 * line), line):
                 _prefetch(x, order[k], i)
-        losses[s] = _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, xb, x_rows, x_cols, yb,
-                                lrs[s], kind, decay, hyper, step_scalars[s], codes,
-                                loss_code, thresh, scales, bases[s], packing)
-    return losses, -1
+        status = _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lrs[s], kind,
+                             decay, hyper, step_scalars[s], codes, loss_code, thresh, scales,
+                             bases[s], packing, work, scratch, sync, tid, team)
+        if status == -2:
+            return -2
+        if status >= 0:
+            return order[start + status]
+    return -1

@@ -1,19 +1,24 @@
 """The numba internals that fnn's kernels use, in one place, each with a fallback.
 
-The kernels need four things numba's public API does not offer: an accumulator array on
+The kernels need five things numba's public API does not offer: an accumulator array on
 the stack (so that LLVM keeps it in registers), a fused multiply-add that is an explicit
-IEEE 754 operation (never a licence to reassociate), a prefetch hint, and
-count-trailing-zeros. They are built here from numba internals (`numba.core.cgutils`,
-`numba.np.arrayobj.populate_array`, `numba.cpython.unsafe.numbers.trailing_zeros`) that a
-numba release may move or change. If one is missing, its fallback takes over: a heap
-array instead of the stack tile, `llvmlite`'s own intrinsic declaration for the FMA, no
-prefetch, a loop for the trailing zeros. A fallback costs speed, never the import and
-never a result (the same operations in the same order: the bits do not change).
-`FALLBACKS` names the ones in use; tests/test_numba_compat.py runs the kernels on each.
+IEEE 754 operation (never a licence to reassociate), a prefetch hint, count-trailing-
+zeros, and atomic loads, stores and adds on an int64 array with a CPU yield (the barrier
+of `fnn.team`, where threads share one kernel). They are built here from numba internals
+(`numba.core.cgutils`, `numba.np.arrayobj.populate_array`,
+`numba.cpython.unsafe.numbers.trailing_zeros`) that a numba release may move or change. If
+one is missing, its fallback takes over: a heap array instead of the stack tile,
+`llvmlite`'s own intrinsic declaration for the FMA, no prefetch, a loop for the trailing
+zeros, and no atomics (`ATOMICS` False: a team is one thread, the kernels never call
+them). A fallback costs speed, never the import and never a result (the same operations in
+the same order: the bits do not change). `FALLBACKS` names the ones in use;
+tests/test_numba_compat.py runs the kernels on each.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 from typing import Any
 
 import numba as nb
@@ -22,7 +27,8 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["FALLBACKS", "fma", "prefetch", "stack_tile", "trailing_zeros"]
+__all__ = ["ATOMICS", "FALLBACKS", "atomic_add", "atomic_load", "atomic_store", "cpu_relax",
+           "fma", "prefetch", "stack_tile", "trailing_zeros"]
 
 #: The internals this numba lacks, by the name of the function that falls back.
 FALLBACKS: list[str] = []
@@ -155,3 +161,115 @@ if trailing_zeros is None:  # pragma: no cover - depends on the numba release
             m >>= one
             n += one
         return n
+
+
+def _atomics() -> tuple[Any, Any, Any, Any]:
+    """atomic_add, atomic_load, atomic_store on element i of a 1-d int64 array (seq_cst:
+    every write made before one is seen by a thread that reads its result), and
+    cpu_relax(spins): a pause instruction (x86) while spins < 4096, then sched_yield, so
+    that a waiting thread gives the core away when another process wants it."""
+
+    def _slot(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        """The pointer to arr[i] (args: arr, i[, v]) and v as an int64 (None without)."""
+        idx = context.cast(builder, args[1], sig.args[1], types.intp)
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [idx],
+                                       wraparound=False)
+        val = context.cast(builder, args[2], sig.args[2], types.int64) if len(args) > 2 else None
+        return ptr, val
+
+    def _int64_slot(arr, i):  # type: ignore[no-untyped-def]
+        return (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.int64
+                and isinstance(i, types.Integer))
+
+    def _write(add: bool) -> Any:
+        @intrinsic
+        def write(typingctx, arr, i, v):  # type: ignore[no-untyped-def]
+            if not _int64_slot(arr, i):
+                return None
+
+            def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+                ptr, val = _slot(context, builder, sig, args)
+                if add:
+                    return builder.atomic_rmw("add", ptr, val, "seq_cst")
+                builder.store_atomic(val, ptr, "seq_cst", 8)
+                return context.get_dummy_value()
+
+            return (types.int64 if add else types.void)(arr, i, v), codegen
+
+        return write
+
+    atomic_add = _write(add=True)  # arr[i] += v atomically; returns the old value
+    atomic_store = _write(add=False)  # arr[i] = v, written atomically
+
+    @intrinsic
+    def atomic_load(typingctx, arr, i):  # type: ignore[no-untyped-def]
+        """arr[i], read atomically."""
+        if not _int64_slot(arr, i):
+            return None
+
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            return builder.load_atomic(_slot(context, builder, sig, args)[0], "seq_cst", 8)
+
+        return types.int64(arr, i), codegen
+
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    posix = os.name == "posix"
+
+    @intrinsic
+    def cpu_relax(typingctx, spins):  # type: ignore[no-untyped-def]
+        """A spin-wait hint (spins < 4096), then a yield of the CPU to other threads."""
+        if not isinstance(spins, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            n = context.cast(builder, args[0], sig.args[0], types.int64)
+            few = builder.icmp_signed("<", n, ir.Constant(ir.IntType(64), 4096))
+            with builder.if_else(few) as (spin, give_way):
+                with spin:
+                    if x86:
+                        builder.call(_declare(builder, "llvm.x86.sse2.pause",
+                                              ir.FunctionType(ir.VoidType(), [])), [])
+                with give_way:
+                    if posix:
+                        builder.call(_declare(builder, "sched_yield",
+                                              ir.FunctionType(ir.IntType(32), [])), [])
+            return context.get_dummy_value()
+
+        return types.void(spins), codegen
+
+    return atomic_add, atomic_load, atomic_store, cpu_relax
+
+
+def _no_atomics() -> tuple[Any, Any, Any, Any]:  # pragma: no cover - numba-release dependent
+    """Plain (non-atomic) stand-ins: they compile, and only a team of one runs, which
+    never calls them."""
+
+    @nb.njit(cache=True, nogil=True, inline="always")
+    def atomic_add(arr, i, v):  # type: ignore[no-untyped-def]
+        old = arr[i]
+        arr[i] = old + v
+        return old
+
+    @nb.njit(cache=True, nogil=True, inline="always")
+    def atomic_load(arr, i):  # type: ignore[no-untyped-def]
+        return arr[i]
+
+    @nb.njit(cache=True, nogil=True, inline="always")
+    def atomic_store(arr, i, v):  # type: ignore[no-untyped-def]
+        arr[i] = v
+
+    @nb.njit(cache=True, nogil=True, inline="always")
+    def cpu_relax(spins):  # type: ignore[no-untyped-def]
+        pass
+
+    return atomic_add, atomic_load, atomic_store, cpu_relax
+
+
+#: Whether atomics are available, hence teams of more than one thread (`fnn.team`).
+ATOMICS = cgutils is not None
+if ATOMICS:
+    atomic_add, atomic_load, atomic_store, cpu_relax = _atomics()
+else:  # pragma: no cover - depends on the numba release
+    FALLBACKS.append("atomics")
+    atomic_add, atomic_load, atomic_store, cpu_relax = _no_atomics()

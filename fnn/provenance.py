@@ -21,6 +21,7 @@ __all__ = ["THREAD_VARIABLES", "provenance"]
 #: Environment variables that set thread counts or kernels of the numeric libraries.
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+    "FNN_NUM_THREADS",
     "NUMBA_THREADING_LAYER", "OPENBLAS_CORETYPE", "FNN_BACKEND",
 )
 

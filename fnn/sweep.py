@@ -104,7 +104,7 @@ SWEEP_JSON = "sweep.json"
 # Set in the parent around the spawning of pool workers: BLAS and OpenMP read them when
 # they load, before any code of ours runs in the child.
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMBA_NUM_THREADS")
+               "NUMBA_NUM_THREADS", "FNN_NUM_THREADS")
 _DASK_TIMEOUT = 5.0
 
 
@@ -359,8 +359,10 @@ def _init_worker(arrays: tuple[np.ndarray, ...] | None, parent: int,
 
 def _limit_threads() -> None:
     """One BLAS thread for this worker even if its BLAS loaded before the environment
-    was set: threadpoolctl when installed. (Not for a foreign executor's runs, which may
-    be threads of the caller's process; Dask's nanny starts workers with one thread.)"""
+    was set: threadpoolctl when installed; and one thread per compiled epoch (`fnn.team`,
+    read at each call, so a forked worker too). (Not for a foreign executor's runs, which
+    may be threads of the caller's process; Dask's nanny starts workers with one thread.)"""
+    os.environ["FNN_NUM_THREADS"] = "1"
     if importlib.util.find_spec("threadpoolctl") is not None:
         from threadpoolctl import threadpool_limits
 
@@ -828,9 +830,11 @@ def dask_executor(address: str, *, n_workers: int = 2,
                           "(pip install 'fnn[dask]')") from None
     cluster = None
     if address == "local":
-        # Nanny workers start with OMP/MKL/OPENBLAS_NUM_THREADS=1 (dask's pre-spawn-environ).
+        # Nanny workers start with OMP/MKL/OPENBLAS_NUM_THREADS=1 (dask's pre-spawn-environ),
+        # and one thread per compiled epoch (`fnn.team`).
         cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                                           processes=True, dashboard_address=None)
+                                           processes=True, dashboard_address=None,
+                                           env={"FNN_NUM_THREADS": "1"})
         client = distributed.Client(cluster)
     else:
         try:

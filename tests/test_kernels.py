@@ -210,7 +210,7 @@ def test_each_row_depends_only_on_its_own_inputs(dtype):
     full = kernels.relu_backward(delta, w, x)
     np.testing.assert_array_equal(full[5], kernels.relu_backward(delta[5:6], w, x[5:6])[0])
     # From PACK_ROWS rows on, wide products pack right and block the inner dimension
-    # (`_sparse_matmul_padded`); a single row takes the plain path: the same values.
+    # (`_sparse_matmul_packed`); a single row takes the plain path: the same values.
     x, w, b, _ = operands(5, kernels.PACK_ROWS + 3, 300, 200, dtype)
     full = kernels.linear(x, w, b, False, kernels.PACKING)
     for r in (0, 64, kernels.PACK_ROWS + 2):

@@ -8,7 +8,9 @@ while another is timed), built and compiled (one warm-up epoch) before timing; t
 parent then interleaves the rounds: round r asks every worker of a shape in turn for one
 epoch and waits for it, and each keeps its fastest. The task: MNIST, ReLU hidden layers,
 softmax cross-entropy, plain SGD lr 0.1, one shuffled epoch (60,000 examples) from fnn's
-initial params (seed 0), the same order everywhere. The NumPy rows are fnn's NumPy
+initial params (seed 0), the same order everywhere. "fnn sgd_epoch" takes as many
+threads as `fnn.epoch.threads_for` gives (both cores for the larger nets), "1 thread"
+is the same with FNN_NUM_THREADS=1. The NumPy rows are fnn's NumPy
 backend (BLAS products) per step, once with this machine's OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE and once with both unset in that worker alone (OpenBLAS as shipped, a
 user's machine). Prints a Markdown table in ms per epoch, the ratio of the fastest
@@ -39,7 +41,7 @@ SHAPES = (
     ((784, 1024, 1024, 10), 128),
     ((784, 256, 128, 10), 1024),
 )
-FNN = ("fnn sgd_epoch", "fnn per step, numba")
+FNN = ("fnn sgd_epoch", "fnn sgd_epoch, 1 thread", "fnn per step, numba")
 IMPLS = (*FNN, "fnn per step, numpy (BLAS)", "numpy, CORETYPE unset",
          "torch eager", "jax jit + lax.scan")
 UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -54,7 +56,7 @@ def _epoch_fn(impl: str, sizes: tuple[int, ...], batch: int, dtype: str):
     x, y = ds.x_train, ds.y_train
     order = np.random.default_rng(SEED).permutation(len(x))
     params = fnn.init_params(SEED, sizes, dtype=dtype)
-    if impl == "fnn sgd_epoch":
+    if impl.startswith("fnn sgd_epoch"):  # its threads: see `measure`
         return lambda: fnn.sgd_epoch(params, x, y, order, batch, LR)
     if impl.startswith(("fnn per step", "numpy")):
         backend = "numba" if impl.endswith("numba") else "numpy"
@@ -136,6 +138,8 @@ def measure(shape: int, dtype: str, rounds: int) -> tuple[dict[str, float], dict
         if impl.endswith("CORETYPE unset"):
             for var in UNSET:
                 env.pop(var, None)
+        if impl.endswith("1 thread"):
+            env["FNN_NUM_THREADS"] = "1"
         procs[impl] = subprocess.Popen(
             [sys.executable, __file__, "--worker", impl, "--shape", str(shape),
              "--dtype", dtype], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -1,0 +1,154 @@
+"""A team of threads inside one compiled kernel: how an epoch uses both cores.
+
+A training step is a chain of products, each short (a few hundred microseconds at the
+sizes fnn trains): handing each product to a pool would cost more than it saves, and
+numba's own `parallel=True` would make every caller of a parallel kernel uncacheable and
+start a thread pool as the cache loads (which would make forking a sweep worker unsafe).
+So the whole epoch runs as one `nogil` kernel on each of `team` Python threads at once
+(SPMD): member `tid` computes its share of every output (`share`), and the members meet
+at a `barrier` only where one needs what another wrote (twice per layer and step at most).
+No member adds up anything another computed, and each output element is computed by
+exactly the code a single thread would run, in the same order: so the bits are the same
+for every team size, 1 included (tests/test_team.py checks them for 1, 2 and 3).
+
+The barrier spins on an atomic counter (`fnn.numba_compat`), with a pause instruction,
+then yields the CPU: when another process holds the second core, a waiting member gives
+its core away instead of burning the time slice its partner needs. `run` starts the
+members, joins them and re-raises a member's exception; a member that fails raises
+`ABORT` in `sync`, and every barrier then returns False, so no member waits for ever.
+The threads live as long as one call: nothing is left running (a sweep may fork after).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numba as nb
+import numpy as np
+
+from .numba_compat import ATOMICS, atomic_add, atomic_load, atomic_store, cpu_relax
+
+__all__ = ["SYNC_SIZE", "barrier", "free_cpus", "max_threads", "new_sync", "run", "share"]
+
+_jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+_inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+
+# The words of `sync`, each on its own 64-byte cache line: members arriving at the
+# barrier, the barrier's generation, and the abort flag.
+_COUNT, _GENERATION, _ABORT = 0, 8, 16
+#: The length of a team's `sync` array (int64).
+SYNC_SIZE = 24
+
+
+def new_sync() -> np.ndarray:
+    """A fresh `sync` array for one team: (SYNC_SIZE,) int64 zeros."""
+    return np.zeros(SYNC_SIZE, dtype=np.int64)
+
+
+@_inline
+def share(n, unit, tid, team):
+    """[lo, hi): member tid's share of n items, in whole units of `unit` items (the last
+    unit may be short), contiguous and in member order; (0, n) for a team of one."""
+    units = (n + unit - 1) // unit
+    lo = min(n, unit * (units * tid // team))
+    hi = min(n, unit * (units * (tid + 1) // team))
+    return lo, hi
+
+
+@_jit
+def barrier(sync, team):
+    """Wait until all `team` members have arrived; False if the team was aborted.
+
+    Writes a member made before it arrived are seen by every member after it (the
+    counter's atomics are sequentially consistent). A team of one returns at once.
+    """
+    if team == 1:
+        return True
+    generation = atomic_load(sync, _GENERATION)
+    if atomic_add(sync, _COUNT, 1) == team - 1:  # the last to arrive releases the others
+        atomic_store(sync, _COUNT, 0)
+        atomic_add(sync, _GENERATION, 1)
+    else:
+        spins = 0
+        while atomic_load(sync, _GENERATION) == generation:
+            if atomic_load(sync, _ABORT) != 0:
+                return False
+            cpu_relax(spins)
+            spins += 1
+    return atomic_load(sync, _ABORT) == 0
+
+
+def max_threads() -> int:
+    """The threads a compiled epoch may use: FNN_NUM_THREADS, else NUMBA_NUM_THREADS,
+    else the CPUs this process may run on; 1 without atomics (`fnn.numba_compat`)."""
+    if not ATOMICS:  # pragma: no cover - depends on the numba release
+        return 1
+    for name in ("FNN_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return max(1, int(value))
+            except ValueError:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}") from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def free_cpus() -> int:
+    """The CPUs this process may run on, less the threads running elsewhere right now
+    (Linux: the runnable count of /proc/loadavg, the caller excluded); at least 1.
+
+    A member that shares its core with another process waits at each barrier for a time
+    slice: measured, a 784-64-10 epoch on two threads ran 2.3-4x slower than on one while
+    another process kept one of the two cores busy. So a team is never larger than this.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not on Linux
+        running = 1
+    return max(1, cpus - max(0, running - 1))
+
+
+def run(kernel: Callable[..., Any], args: tuple[Any, ...], sync: np.ndarray,
+        team: int) -> Any:
+    """kernel(*args, sync, tid, team) on `team` threads at once (tid 0 on this one).
+
+    Returns member 0's result. An exception in any member aborts the others at their
+    next barrier and is raised here (member 0's first).
+    """
+    if team == 1:
+        return kernel(*args, sync, 0, 1)
+    errors: list[BaseException] = []
+
+    def member(tid: int) -> None:
+        try:
+            kernel(*args, sync, tid, team)
+        except BaseException as exc:  # handed to the caller below
+            sync[_ABORT] = 1
+            errors.append(exc)
+
+    threads = [threading.Thread(target=member, args=(tid,), name=f"fnn-team-{tid}",
+                                daemon=True) for tid in range(1, team)]
+    for t in threads:
+        t.start()
+    try:
+        result = kernel(*args, sync, 0, team)
+    except BaseException:
+        sync[_ABORT] = 1
+        raise
+    finally:
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return result
