@@ -6,7 +6,7 @@ implementation and shape.
 Each implementation runs in its own worker process (so that no library's threads spin
 while another is timed), built and compiled (one warm-up epoch) before timing; the
 parent then interleaves the rounds: round r asks every worker of a shape in turn for one
-epoch and waits for it, and each keeps its fastest. The task: MNIST, ReLU hidden layers,
+epoch (after SETTLE seconds of quiet) and waits for it, and each keeps its fastest. The task: MNIST, ReLU hidden layers,
 softmax cross-entropy, plain SGD lr 0.1, one shuffled epoch (60,000 examples) from fnn's
 initial params (seed 0), the same order everywhere. "fnn sgd_epoch" takes as many
 threads as `fnn.epoch.threads_for` gives (both cores for the larger nets), "1 thread"
@@ -45,6 +45,7 @@ FNN = ("fnn sgd_epoch", "fnn sgd_epoch, 1 thread", "fnn per step, numba")
 IMPLS = (*FNN, "fnn per step, numpy (BLAS)", "numpy, CORETYPE unset",
          "torch eager", "jax jit + lax.scan")
 UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+SETTLE = 0.3  # seconds of quiet before each timed epoch
 
 
 def _epoch_fn(impl: str, sizes: tuple[int, ...], batch: int, dtype: str):
@@ -155,6 +156,10 @@ def measure(shape: int, dtype: str, rounds: int) -> tuple[dict[str, float], dict
             first[impl], best[impl] = msg["ready"], float("inf")
     for _ in range(rounds):
         for impl, p in procs.items():
+            # Let the previous worker's threads stop spinning (OpenMP, BLAS and XLA pools
+            # spin a while after their work) before this one starts: fnn's team would
+            # otherwise share a core with them, or start on fewer threads.
+            time.sleep(SETTLE)
             p.stdin.write("go\n")
             p.stdin.flush()
             best[impl] = min(best[impl], json.loads(p.stdout.readline())["seconds"])
