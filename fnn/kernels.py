@@ -389,13 +389,6 @@ def _linear_masks(x, w):
 
 
 @_jit
-def _weight_grad_masks(a, w):
-    """The masks `_weight_grad_into(a, masks, ...)` reads for a gradient shaped like w:
-    col_masks(a), none for a narrow output."""
-    return _no_masks() if _narrow(w.shape[0], w.shape[1]) else col_masks(a)
-
-
-@_jit
 def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch):
     """Rows [lo, hi) of `linear` into out (n, d_out), given masks = row_masks(x) (not
     read, and may be `_no_masks()`, when the output is narrow); scratch: see
