@@ -6,7 +6,8 @@ numba's own `parallel=True` would make every caller of a parallel kernel uncache
 start a thread pool as the cache loads (which would make forking a sweep worker unsafe).
 So the whole epoch runs as one `nogil` kernel on each of `team` Python threads at once
 (SPMD): member `tid` computes its share of every output (`share`), and the members meet
-at a `barrier` only where one needs what another wrote (twice per layer and step at most).
+at a `barrier` only where one needs what another wrote (once per layer and step, and at
+the end of each step).
 No member adds up anything another computed, and each output element is computed by
 exactly the code a single thread would run, in the same order: so the bits are the same
 for every team size, 1 included (tests/test_team.py checks them for 1, 2 and 3).
@@ -93,6 +94,11 @@ def max_threads() -> int:
                 return max(1, int(value))
             except ValueError:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}") from None
+    return _cpus()
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
@@ -108,15 +114,11 @@ def free_cpus() -> int:
     another process kept one of the two cores busy. So a team is never larger than this.
     """
     try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cpus = os.cpu_count() or 1
-    try:
         with open("/proc/loadavg") as f:
             running = int(f.read().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):  # pragma: no cover - not on Linux
         running = 1
-    return max(1, cpus - max(0, running - 1))
+    return max(1, _cpus() - max(0, running - 1))
 
 
 def run(kernel: Callable[..., Any], args: tuple[Any, ...], sync: np.ndarray,
