@@ -98,6 +98,10 @@ __all__ = [
 
 _jit = nb.njit(cache=True, nogil=True, error_model="numpy")
 _inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+# Called only from other kernels: no CPython or cfunc wrapper is compiled for it (a
+# wrapper is a function of its own for LLVM to optimise and emit: ~7% of a cold compile).
+_inner = nb.njit(cache=True, nogil=True, error_model="numpy", no_cpython_wrapper=True,
+                 no_cfunc_wrapper=True)
 
 #: Output columns accumulated in registers at once: 4 AVX-512 registers of float32.
 TILE = 64
@@ -125,6 +129,11 @@ def packing_for(width: int) -> np.ndarray | None:
 
 
 _stack_tile = stack_tile(TILE)
+# A constant passed as a plain int64: numba compiles a callee once per literal argument
+# value (Literal[int](0), Literal[int](2), ...), so modes and row bounds go in as
+# _int(c), and the kernels they reach compile once for all of them. (TILE and the
+# transposed flag stay literal on purpose: a constant trip count, a pruned branch.)
+_int = np.int64
 
 
 # ---------------------------------------------------------------- non-zero masks
@@ -217,7 +226,7 @@ def _pair_sums(left, masks, right, acc0, acc1, o0, o1, t0, w0, w1):
             _add_pair(acc0, acc1, left[o0, i], left[o1, i], right, i, t0, TILE)
 
 
-@_jit
+@_inner
 def _pack_tile(right, transposed, t, packed):
     """packed[:, :] = r[:, t:t+TILE], zero-padded past r's last column, where r is right
     (C-contiguous), or right.T when `transposed`.
@@ -241,7 +250,7 @@ def _pack_tile(right, transposed, t, packed):
             packed[i, j] = 0
 
 
-@_jit
+@_inner
 def _packs(n, k, width):
     """Whether a product of n output rows with a right operand (k, width) is packed
     (`_sparse_matmul_packed`): a shallower or narrower right fits the cache as it is,
@@ -259,7 +268,7 @@ def _carve(scratch, start, rows, cols):
     return np.empty((rows, cols), dtype=scratch.dtype)
 
 
-@_jit
+@_inner
 def _sparse_matmul(left, masks, right, transposed, bias, out, mode, scale, packing, lo, hi,
                    scratch):
     """out[lo:hi] (op)= (left @ r)[lo:hi], visiting only the non-zeros of left (see the
@@ -299,7 +308,7 @@ def _sparse_matmul(left, masks, right, transposed, bias, out, mode, scale, packi
             _tile_sums(left, masks, right, t0, out, t0, TILE, bias, mode, scale, lo, hi)
 
 
-@_jit
+@_inner
 def _tile_sums(left, masks, src, start, out, t0, cols, bias, mode, scale, lo, hi):
     """Columns [t0, t0 + min(cols, TILE)) of out's rows [lo, hi) (see `_sparse_matmul`),
     from the tile src[:, start:start + TILE] of the right operand (a called function, not
@@ -318,7 +327,7 @@ def _tile_sums(left, masks, src, start, out, t0, cols, bias, mode, scale, lo, hi
             _store(out, o1, t0, cols, acc1, bias, mode, scale)
 
 
-@_jit
+@_inner
 def _sparse_matmul_packed(left, masks, right, transposed, bias, out, mode, scale, lo, hi,
                           scratch):
     """`_sparse_matmul` for a large product (`_packs`).
@@ -372,24 +381,24 @@ def scratch_size(widths: tuple[int, ...], batch: int) -> int:
 
 
 # ---------------------------------------------------------------- the Ops kernels
-@_jit
+@_inner
 def _narrow(n, d_out):
     """Whether a product with n output rows of d_out columns is computed transposed, dense."""
     return d_out <= NARROW < n
 
 
-@_jit
+@_inner
 def _no_masks():
     return np.empty((0, 1), dtype=np.uint64)
 
 
-@_jit
+@_inner
 def _linear_masks(x, w):
     """The masks `_linear(x, masks, w, ...)` reads: row_masks(x), none for a narrow output."""
     return _no_masks() if _narrow(x.shape[0], w.shape[1]) else row_masks(x)
 
 
-@_jit
+@_inner
 def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch):
     """Rows [lo, hi) of `linear` into out (n, d_out), given masks = row_masks(x) (not
     read, and may be `_no_masks()`, when the output is narrow); scratch: see
@@ -405,7 +414,7 @@ def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch):
         for r in range(lo, hi):
             for i in range(d_in):
                 x_t[i, r - lo] = x[r, i]
-        _narrow_weight_grad(x_t, w, out[lo:hi], ASSIGN, zero, 0, hi - lo)
+        _narrow_weight_grad(x_t, w, out[lo:hi], _int(ASSIGN), zero, _int(0), hi - lo)
         for r in range(lo, hi):
             for j in range(d_out):
                 z = out[r, j] + b[j]
@@ -414,15 +423,15 @@ def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch):
         _sparse_matmul(x, masks, w, False, b, out, mode, zero, packing, lo, hi, scratch)
 
 
-@_jit
+@_inner
 def _linear(x, masks, w, b, relu, packing):
     """`linear`, given masks (as `_linear_into`)."""
     out = np.empty((x.shape[0], w.shape[1]), dtype=w.dtype)
-    _linear_into(x, masks, w, b, out, relu, packing, 0, x.shape[0], _no_scratch(w))
+    _linear_into(x, masks, w, b, out, relu, packing, _int(0), x.shape[0], _no_scratch(w))
     return out
 
 
-@_jit
+@_inner
 def _no_scratch(like):
     """An empty scratch for a kernel's one-off call: its buffers are allocated."""
     return np.empty(0, dtype=like.dtype)
@@ -438,19 +447,21 @@ def linear(x, w, b, relu, packing=None):
     return _linear(x, _linear_masks(x, w), w, b, relu, packing)
 
 
-@_jit
+@_inner
 def _matmul_t_into(delta, masks, w, out, packing, lo, hi, scratch):
     """Rows [lo, hi) of `matmul_t` into out (n, d_in), given masks = row_masks(delta):
     w.T is packed from w tile by tile (no transposed copy of w)."""
     zeros, zero = np.zeros(w.shape[0], dtype=w.dtype), w.dtype.type(0)
-    _sparse_matmul(delta, masks, w, True, zeros, out, ASSIGN, zero, packing, lo, hi, scratch)
+    _sparse_matmul(delta, masks, w, True, zeros, out, _int(ASSIGN), zero, packing, lo, hi,
+                   scratch)
 
 
 @_jit
 def matmul_t(delta, w, packing=None):
     """delta @ w.T over delta's non-zeros (see `_sparse_matmul`). -> (n, d_in)."""
     out = np.empty((delta.shape[0], w.shape[0]), dtype=w.dtype)
-    _matmul_t_into(delta, row_masks(delta), w, out, packing, 0, delta.shape[0], _no_scratch(w))
+    _matmul_t_into(delta, row_masks(delta), w, out, packing, _int(0), delta.shape[0],
+                   _no_scratch(w))
     return out
 
 
@@ -458,11 +469,11 @@ def matmul_t(delta, w, packing=None):
 def relu_backward(delta, w, a_prev, packing=None):
     """(delta @ w.T) * (a_prev > 0). delta: (n, d_out), w: (d_in, d_out) -> (n, d_in)."""
     out = matmul_t(delta, w, packing)
-    _relu_mask_rows(out, a_prev, 0, out.shape[0])
+    _relu_mask_rows(out, a_prev, _int(0), out.shape[0])
     return out
 
 
-@_jit
+@_inner
 def _relu_mask_rows(out, a_prev, lo, hi):
     """out[r, i] = 0 where not a_prev[r, i] > 0 (ReLU'), for rows [lo, hi)."""
     for r in range(lo, hi):
@@ -471,7 +482,7 @@ def _relu_mask_rows(out, a_prev, lo, hi):
                 out[r, i] = 0
 
 
-@_jit
+@_inner
 def _narrow_weight_grad(a, delta, out, mode, scale, lo, hi):
     """`weight_grad_into` for few columns (the last layer's), rows [lo, hi) of out (lo a
     multiple of TILE): the transpose, dense.
@@ -510,7 +521,7 @@ def _narrow_weight_grad(a, delta, out, mode, scale, lo, hi):
                     out[i, j1] = acc1[c]
 
 
-@_jit
+@_inner
 def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratch):
     """Rows [lo, hi) of `weight_grad_into`, given masks = col_masks(a) (not read, and may
     be `_no_masks()`, when the output is narrow; then lo is a multiple of TILE)."""
@@ -531,9 +542,9 @@ def weight_grad_into(a, delta, out, mode, scale, packing=None):
     """
     d_in = out.shape[0]
     if _narrow(d_in, out.shape[1]):
-        _narrow_weight_grad(a, delta, out, mode, scale, 0, d_in)  # no masks to make
+        _narrow_weight_grad(a, delta, out, mode, scale, _int(0), d_in)  # no masks to make
     else:
-        _weight_grad_into(a, col_masks(a), delta, out, mode, scale, packing, 0, d_in,
+        _weight_grad_into(a, col_masks(a), delta, out, mode, scale, packing, _int(0), d_in,
                           _no_scratch(delta))
 
 
@@ -553,7 +564,7 @@ def bias_grad(delta):
     return g
 
 
-@_jit
+@_inner
 def _bias_grad_into(delta, g, lo, hi):
     """g[lo:hi] = columns [lo, hi) of delta summed over the batch, rows in order."""
     for j in range(lo, hi):
@@ -595,11 +606,11 @@ def softmax_xent(logits, y):
     n = logits.shape[0]
     delta = np.empty_like(logits)
     terms = np.empty((n, 1))
-    _softmax_xent_rows(logits, y, delta, terms, 0, n)
+    _softmax_xent_rows(logits, y, delta, terms, _int(0), n)
     return _mean_terms(terms), delta
 
 
-@_jit
+@_inner
 def _softmax_xent_rows(logits, y, delta, terms, lo, hi):
     """Rows [lo, hi) of `softmax_xent`: delta[r], and terms[r, 0] = row r's loss (float64)."""
     n, k = logits.shape
@@ -619,7 +630,7 @@ def _softmax_xent_rows(logits, y, delta, terms, lo, hi):
             delta[r, j] = (p - 1.0 if j == y[r] else p) * inv_n
 
 
-@_jit
+@_inner
 def _mean_terms(terms):
     """The mean of float64 terms (n, k), summed row by row in order (as one loop would)."""
     total = 0.0
@@ -693,11 +704,11 @@ def _loss_element_grad(code, o, t):
 def apply_activation(z, code):
     """a = BUILTIN[code].forward(z), elementwise. z: (n, d) -> (n, d), z's dtype."""
     a = np.empty_like(z)
-    _activate_rows(z, a, code, 0, z.shape[0])
+    _activate_rows(z, a, code, _int(0), z.shape[0])
     return a
 
 
-@_jit
+@_inner
 def _activate_rows(z, a, code, lo, hi):
     """a[r] = BUILTIN[code].forward(z[r]) for rows [lo, hi)."""
     for r in range(lo, hi):
@@ -711,11 +722,11 @@ def act_backward(delta, w, z, a, code, drop, packing=None):
     product. delta: (n, d_out), w: (d_in, d_out), z, a: (n, d_in); drop: (n, d_in)
     dropout multiplier, or (0, 0) for none. -> (n, d_in)."""
     out = matmul_t(delta, w, packing)
-    _act_backward_rows(out, z, a, code, drop, 0, out.shape[0])
+    _act_backward_rows(out, z, a, code, drop, _int(0), out.shape[0])
     return out
 
 
-@_jit
+@_inner
 def _act_backward_rows(out, z, a, code, drop, lo, hi):
     """out = (out * drop) * derivative(z, a), rows [lo, hi) (see `act_backward`)."""
     dropped = drop.shape[0] > 0
@@ -743,11 +754,11 @@ def elementwise_loss_grad(out, y, code):
     """(mean loss, its gradient (n, k)): element_grad / k / n, as `fnn.losses` gives it."""
     delta = np.empty_like(out)
     terms = np.empty(out.shape)
-    _elementwise_rows(out, y, code, delta, terms, 0, out.shape[0])
+    _elementwise_rows(out, y, code, delta, terms, _int(0), out.shape[0])
     return _mean_terms(terms), delta
 
 
-@_jit
+@_inner
 def _elementwise_rows(out, y, code, delta, terms, lo, hi):
     """Rows [lo, hi) of `elementwise_loss_grad`: delta[r], terms[r] = the loss elements."""
     n, k = out.shape
@@ -762,11 +773,11 @@ def _elementwise_rows(out, y, code, delta, terms, lo, hi):
 def drop_multiplier(n, d, base, thresh, scale):
     """`fnn.dropout.drop_multiplier` in compiled code: (n, d) of 0 and `scale`."""
     out = np.full((n, d), scale)
-    _drop_rows(out, base, thresh, scale, 0, n)
+    _drop_rows(out, base, thresh, scale, _int(0), n)
     return out
 
 
-@_jit
+@_inner
 def _drop_rows(out, base, thresh, scale, lo, hi):
     """Rows [lo, hi) of `drop_multiplier` into out (n, d): element (r, j) draws number
     r * d + j + 1 of the stream `base`."""
@@ -832,7 +843,7 @@ HYPER = ("momentum", "weight_decay", "b1", "1 - b1", "b2", "1 - b2", "eps")
 STEP_SCALARS = ("c1", "c2", "lr * weight_decay")
 
 
-@_jit
+@_inner
 def _update(p, g, s1, s2, kind, decay, lr, hyper, step, lo, hi):
     """In place, elementwise as `fnn.sgd_step` / `fnn.optim`, so results are bit-equal,
     for the elements [lo, hi) of p flattened (C order).
@@ -894,7 +905,7 @@ def _loss_rows_impl(out, y, code, delta, terms, lo, hi):  # type: ignore[no-unty
         out, y, code, delta, terms, lo, hi)
 
 
-@_jit
+@_inner
 def _input_masks(h, rows, own_bits, lo, hi, need_rows, need_cols):
     """The non-zero masks of h's rows [lo, hi): rows[r] = the row mask (`row_masks`) when
     need_rows; bit r % 64 of own_bits[r // 64, i] set where h[r, i] != 0 when need_cols
@@ -911,7 +922,7 @@ def _input_masks(h, rows, own_bits, lo, hi, need_rows, need_cols):
             _set_col_bits(h, r, own_bits[r // 64], np.uint64(r % 64))
 
 
-@_jit
+@_inner
 def _col_masks_from_bits(bits, masks, team, lo, hi):
     """masks[i, wd] = OR over the threads t of bits[t * words + wd, i], for i in [lo, hi):
     `col_masks` of a batch whose rows the threads' bits cover between them."""
@@ -924,7 +935,7 @@ def _col_masks_from_bits(bits, masks, team, lo, hi):
             masks[i, wd] = m
 
 
-@_jit
+@_inline
 def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay, hyper,
                 step, codes, loss_code, thresh, scales, bases, packing, work, scratch, sync,
                 tid, team):
@@ -1006,13 +1017,14 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
         masks = amasks[l][:, :(size + 63) // 64]
         if not narrow:
             _col_masks_from_bits(cbits[l], masks, team, w_lo, w_hi)
-        if kind == _SGD and not decay:
-            # w - lr * g straight from the registers that hold g: no gradient array.
-            _weight_grad_into(a, masks, delta, w, SUBTRACT, lr, packing, w_lo, w_hi, scratch)
-        else:
-            g = grads[l]
-            _weight_grad_into(a, masks, delta, g, ASSIGN, zero, packing, w_lo, w_hi, scratch)
-            _update(w, g, s1ws[l], s2ws[l], kind, decay, lr, hyper, step, w_lo * d_out,
+        # Plain SGD: w - lr * g straight from the registers that hold g, no gradient array.
+        # (One call either way, the mode a runtime value: one compiled product, not two.)
+        fused = kind == _SGD and not decay
+        _weight_grad_into(a, masks, delta, w if fused else grads[l],
+                          SUBTRACT if fused else ASSIGN, lr if fused else zero, packing,
+                          w_lo, w_hi, scratch)
+        if not fused:
+            _update(w, grads[l], s1ws[l], s2ws[l], kind, decay, lr, hyper, step, w_lo * d_out,
                     w_hi * d_out)
         b_lo, b_hi = share(d_out, _ROWS, tid, team)
         _bias_grad_into(delta, gbs[l], b_lo, b_hi)
@@ -1022,7 +1034,7 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
     return -1
 
 
-@_jit
+@_inner
 def _times_rows(out, drop, lo, hi):
     """out *= drop, in place, rows [lo, hi) (a dropout multiplier on a gradient)."""
     for r in range(lo, hi):
