@@ -246,9 +246,14 @@ def _workspace(ws: tuple[np.ndarray, ...], y: np.ndarray, batch: int, codes: np.
         grads.append(none if plain_sgd else np.empty((d_in, d_out), dtype=dtype))
         gbs.append(np.empty(d_out, dtype=dtype))
     terms = np.empty((batch, 1 if y.ndim == 1 else y.shape[1]))
+    # Two buffers for the tiles the whole team packs (`kernels._pack_tiles`), where any
+    # product can pack; none for one thread, which packs each tile as it goes.
+    packs = team > 1 and kernels.packing_for(max(w.shape[1] for w in ws)) is not None
+    size = kernels.tiles_size(tuple(w.shape for w in ws)) if packs else 0
+    tiles = (np.empty(size, dtype=dtype), np.empty(size, dtype=dtype), np.empty(0, dtype=dtype))
     return (xb, np.empty_like(y[:batch]), terms, np.zeros(team, dtype=np.int64),
             *(tuple(a) for a in (ins, drops, zs, outs, hmasks, cbits, amasks, deltas, dmasks,
-                                 grads, gbs)))
+                                 grads, gbs)), tiles)
 
 
 def run_steps(

@@ -91,6 +91,7 @@ __all__ = [
     "scratch_size",
     "softmax_xent",
     "softmax_xent_loss",
+    "tiles_size",
     "train_epoch",
     "weight_grad",
     "weight_grad_into",
@@ -259,6 +260,27 @@ def _packs(n, k, width):
     return width > TILE and n >= PACK_ROWS and k >= PACK_ROWS
 
 
+@_inner
+def _pack_tiles(right, transposed, tiles, tid, team):
+    """Thread tid's share of packing every tile of r (right, or right.T when `transposed`;
+    k rows): tile i, columns [i * TILE, (i + 1) * TILE) of r, goes to tiles[i * k * TILE:]
+    as (k, TILE) (`_pack_tile`), for i = tid, tid + team, ... Each thread of a team would
+    otherwise pack every tile itself: measured at 784-1024-1024-10 batch 128, 1.3 ms a
+    step per thread, a fifth of the one-thread epoch, which two threads did not share."""
+    k, width = (right.shape[1], right.shape[0]) if transposed else right.shape
+    for i in range(tid, (width + TILE - 1) // TILE, team):
+        _pack_tile(right, transposed, i * TILE, _carve(tiles, i * k * TILE, k, TILE))
+
+
+def tiles_size(widths_in_out: tuple[tuple[int, int], ...]) -> int:
+    """The elements of one buffer of `_pack_tiles` for the (d_in, d_out) of each layer:
+    w's tiles (forward) or w.T's (backward), whichever is larger."""
+    def tiles(k: int, width: int) -> int:
+        return k * -(-width // TILE) * TILE
+
+    return max(max(tiles(i, o), tiles(o, i)) for i, o in widths_in_out)
+
+
 @_inline
 def _carve(scratch, start, rows, cols):
     """A (rows, cols) C array: scratch[start:start + rows * cols] when scratch holds it,
@@ -270,7 +292,7 @@ def _carve(scratch, start, rows, cols):
 
 @_inner
 def _sparse_matmul(left, masks, right, transposed, bias, out, mode, scale, packing, lo, hi,
-                   scratch):
+                   scratch, tiles):
     """out[lo:hi] (op)= (left @ r)[lo:hi], visiting only the non-zeros of left (see the
     module doc), where r is right, or right.T when `transposed`; the other rows of out
     are not touched.
@@ -283,6 +305,8 @@ def _sparse_matmul(left, masks, right, transposed, bias, out, mode, scale, packi
     masks alone, so rows can be shared out between threads (`fnn.team`) without changing
     a bit. packing: PACKING lets a large product pack (`_packs`). scratch: 1-d of right's
     dtype, room for the packed tiles (see `train_epoch`), or empty (then allocated).
+    tiles: empty, or every tile of r already packed by the team (`_pack_tiles`), which
+    a packed product then reads instead of packing its own.
 
     Tiles of r are read in place where they can be (C-contiguous r, a whole tile wide);
     a column block of r.T, and r's last tile when d is not a multiple of TILE, are first
@@ -294,7 +318,7 @@ def _sparse_matmul(left, masks, right, transposed, bias, out, mode, scale, packi
     k, width = (right.shape[1], right.shape[0]) if transposed else right.shape
     if packing is not None and _packs(n, k, width):
         _sparse_matmul_packed(left, masks, right, transposed, bias, out, mode, scale, lo, hi,
-                              scratch)
+                              scratch, tiles)
         return
     copies = transposed or width % TILE != 0
     packed = _carve(scratch, 0, k if copies else 0, TILE)
@@ -329,7 +353,7 @@ def _tile_sums(left, masks, src, start, out, t0, cols, bias, mode, scale, lo, hi
 
 @_inner
 def _sparse_matmul_packed(left, masks, right, transposed, bias, out, mode, scale, lo, hi,
-                          scratch):
+                          scratch, tiles):
     """`_sparse_matmul` for a large product (`_packs`).
 
     Each TILE-wide column block of r is first copied into a contiguous (k, TILE)
@@ -341,35 +365,48 @@ def _sparse_matmul_packed(left, masks, right, transposed, bias, out, mode, scale
     w in `matmul_t`, with no transposed copy), a 784-1024-1024-10 epoch ran 2.1x faster.
     Each sum still takes its terms in ascending order, one fused multiply-add at a time,
     the running sums stored and reloaded exactly: the same bits as the plain loop.
+    With `tiles` (not empty) the team packed every tile once beforehand (`_pack_tiles`).
     """
-    d = out.shape[1]
     k, width = (right.shape[1], right.shape[0]) if transposed else right.shape
-    words = masks.shape[1]
-    block = max(1, 8 // right.itemsize)  # mask words (64 rows of right) a block
-    acc0 = _stack_tile(right)
-    acc1 = _stack_tile(right)
     packed = _carve(scratch, 0, k, TILE)
     part = _carve(scratch, k * TILE, hi - lo, TILE)  # row o at o - lo
     for t in range(0, width, TILE):
-        t0 = np.uint64(t)
-        cols = min(TILE, d - t)
-        _pack_tile(right, transposed, t, packed)
-        for w0 in range(0, words, block):
-            w1 = min(words, w0 + block)
-            for o0 in range(lo, hi, 2):
-                o1 = min(o0 + 1, hi - 1)  # an odd last row is paired with itself
+        if tiles.size:
+            _packed_tile_sums(left, masks, _carve(tiles, (t // TILE) * k * TILE, k, TILE), part,
+                              out, t, bias, mode, scale, lo, hi)
+        else:
+            _pack_tile(right, transposed, t, packed)
+            _packed_tile_sums(left, masks, packed, part, out, t, bias, mode, scale, lo, hi)
+
+
+@_inner
+def _packed_tile_sums(left, masks, packed, part, out, t, bias, mode, scale, lo, hi):
+    """Columns [t, t + TILE) of out's rows [lo, hi) from the packed (k, TILE) tile of r
+    (see `_sparse_matmul_packed`); part: (hi - lo, TILE), the running sums. (A called
+    function, the tile an argument: one compiled loop, whichever buffer holds the tile.)"""
+    d = out.shape[1]
+    words = masks.shape[1]
+    block = max(1, 8 // packed.itemsize)  # mask words (64 rows of right) a block
+    acc0 = _stack_tile(packed)
+    acc1 = _stack_tile(packed)
+    t0 = np.uint64(t)
+    cols = min(TILE, d - t)
+    for w0 in range(0, words, block):
+        w1 = min(words, w0 + block)
+        for o0 in range(lo, hi, 2):
+            o1 = min(o0 + 1, hi - 1)  # an odd last row is paired with itself
+            for j in range(TILE):
+                acc0[j] = 0 if w0 == 0 else part[o0 - lo, j]
+                acc1[j] = 0 if w0 == 0 else part[o1 - lo, j]
+            _pair_sums(left, masks, packed, acc0, acc1, o0, o1, _ZERO, w0, w1)
+            if w1 < words:
                 for j in range(TILE):
-                    acc0[j] = 0 if w0 == 0 else part[o0 - lo, j]
-                    acc1[j] = 0 if w0 == 0 else part[o1 - lo, j]
-                _pair_sums(left, masks, packed, acc0, acc1, o0, o1, _ZERO, w0, w1)
-                if w1 < words:
-                    for j in range(TILE):
-                        part[o0 - lo, j] = acc0[j]
-                        part[o1 - lo, j] = acc1[j]
-                else:
-                    _store(out, o0, t0, cols, acc0, bias, mode, scale)
-                    if o1 != o0:
-                        _store(out, o1, t0, cols, acc1, bias, mode, scale)
+                    part[o0 - lo, j] = acc0[j]
+                    part[o1 - lo, j] = acc1[j]
+            else:
+                _store(out, o0, t0, cols, acc0, bias, mode, scale)
+                if o1 != o0:
+                    _store(out, o1, t0, cols, acc1, bias, mode, scale)
 
 
 def scratch_size(widths: tuple[int, ...], batch: int) -> int:
@@ -399,7 +436,7 @@ def _linear_masks(x, w):
 
 
 @_inner
-def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch):
+def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch, tiles):
     """Rows [lo, hi) of `linear` into out (n, d_out), given masks = row_masks(x) (not
     read, and may be `_no_masks()`, when the output is narrow); scratch: see
     `_sparse_matmul`."""
@@ -420,14 +457,15 @@ def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch):
                 z = out[r, j] + b[j]
                 out[r, j] = z if mode == ASSIGN or z > 0 else 0
     else:
-        _sparse_matmul(x, masks, w, False, b, out, mode, zero, packing, lo, hi, scratch)
+        _sparse_matmul(x, masks, w, False, b, out, mode, zero, packing, lo, hi, scratch, tiles)
 
 
 @_inner
 def _linear(x, masks, w, b, relu, packing):
     """`linear`, given masks (as `_linear_into`)."""
     out = np.empty((x.shape[0], w.shape[1]), dtype=w.dtype)
-    _linear_into(x, masks, w, b, out, relu, packing, _int(0), x.shape[0], _no_scratch(w))
+    _linear_into(x, masks, w, b, out, relu, packing, _int(0), x.shape[0], _no_scratch(w),
+                 _no_scratch(w))
     return out
 
 
@@ -448,12 +486,12 @@ def linear(x, w, b, relu, packing=None):
 
 
 @_inner
-def _matmul_t_into(delta, masks, w, out, packing, lo, hi, scratch):
+def _matmul_t_into(delta, masks, w, out, packing, lo, hi, scratch, tiles):
     """Rows [lo, hi) of `matmul_t` into out (n, d_in), given masks = row_masks(delta):
     w.T is packed from w tile by tile (no transposed copy of w)."""
     zeros, zero = np.zeros(w.shape[0], dtype=w.dtype), w.dtype.type(0)
     _sparse_matmul(delta, masks, w, True, zeros, out, _int(ASSIGN), zero, packing, lo, hi,
-                   scratch)
+                   scratch, tiles)
 
 
 @_jit
@@ -461,7 +499,7 @@ def matmul_t(delta, w, packing=None):
     """delta @ w.T over delta's non-zeros (see `_sparse_matmul`). -> (n, d_in)."""
     out = np.empty((delta.shape[0], w.shape[0]), dtype=w.dtype)
     _matmul_t_into(delta, row_masks(delta), w, out, packing, _int(0), delta.shape[0],
-                   _no_scratch(w))
+                   _no_scratch(w), _no_scratch(w))
     return out
 
 
@@ -531,7 +569,7 @@ def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratc
     else:
         zeros = np.zeros(max(d_in, d_out), dtype=delta.dtype)
         _sparse_matmul(a.T, masks, delta, False, zeros, out, mode, scale, packing, lo, hi,
-                       scratch)
+                       scratch, _no_scratch(delta))
 
 
 @_jit
@@ -951,6 +989,13 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
     packing: PACKING or None (`packing_for` the net's widest layer); work: see `train_epoch`;
     scratch: this thread's own buffer for the products (`scratch_size`).
 
+    A product large enough to pack (`_packs`) is packed by the whole team when there is
+    more than one thread: each packs its share of the tiles into one of two shared
+    buffers (`work`'s tiles), used in turn, and all meet at a barrier before reading them.
+    Two buffers, so that the next product's packing never overwrites tiles a thread may
+    still be reading: by then every thread has passed the barrier after the last
+    packing, hence finished the product before it.
+
     The same kernels in the same order as `fnn.backprop` + the optimizer's update, hence
     the same bits. The thread computes its rows of the batch through the forward pass, the
     loss and each layer's delta (a row of each depends on that row of x alone: no waiting),
@@ -959,8 +1004,9 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
     (weight decay reads only the old weights of the same rows) and its columns of the bias.
     """
     (xb, yb, terms, flags, ins, drops, zs, outs, hmasks, cbits, amasks, deltas, dmasks,
-     grads, gbs) = work
+     grads, gbs, tiles) = work
     n_layers = len(ws)
+    packs = 0  # products packed by the whole team so far this step (`_pack_tiles`)
     lo, hi = share(size, _ROWS, tid, team)  # this thread's rows of the batch
     words = amasks[0].shape[1]  # mask words of a full batch
     for l in range(n_layers):
@@ -978,8 +1024,14 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
             _input_masks(h, hmasks[l], cbits[l][tid * words:(tid + 1) * words], lo, hi,
                          not _narrow(size, d_out), not _narrow(d_in, d_out))
         z = zs[l][:size]
+        pre = tiles[2]
+        if team > 1 and packing is not None and _packs(size, d_in, d_out):
+            pre, packs = tiles[packs % 2], packs + 1
+            _pack_tiles(w, False, pre, tid, team)
+            if not barrier(sync, team):  # every tile packed before anyone reads one
+                return -2
         _linear_into(h, hmasks[l][:size], w, bs[l], z, codes[l] == _RELU, packing, lo, hi,
-                     scratch)
+                     scratch, pre)
         if codes[l] != _RELU and codes[l] != _IDENTITY:
             _activate_rows(z, outs[l][:size], codes[l], lo, hi)
     _loss_rows(outs[n_layers - 1][:size], yb[:size], loss_code, deltas[n_layers - 1][:size],
@@ -993,7 +1045,13 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
             below, masks = deltas[l - 1][:size], dmasks[l][:size]
             for r in range(lo, hi):
                 _row_mask_words(delta, r, masks, r)
-            _matmul_t_into(delta, masks, w, below, packing, lo, hi, scratch)
+            pre = tiles[2]
+            if team > 1 and packing is not None and _packs(size, d_out, d_in):
+                pre, packs = tiles[packs % 2], packs + 1
+                _pack_tiles(w, True, pre, tid, team)
+                if not barrier(sync, team):
+                    return -2
+            _matmul_t_into(delta, masks, w, below, packing, lo, hi, scratch, pre)
             if codes[l - 1] == _RELU:
                 _relu_mask_rows(below, ins[l][:size], lo, hi)
                 if thresh[l] > 0:
@@ -1084,7 +1142,9 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
     ceil(d_in / 64)) uint64 row masks of ins, cbits (team * W, d_in) uint64 each
     thread's column bits of ins, amasks (d_in, W) uint64 column masks of ins, deltas
     (B, d_out), dmasks (B, ceil(d_out / 64)) uint64 row masks of deltas, grads (d_in,
-    d_out) or (0, 0) for plain SGD, gbs (d_out,)). losses: (steps,) float64, written with
+    d_out) or (0, 0) for plain SGD, gbs (d_out,), and tiles: three 1-d of the params'
+    dtype, two of `tiles_size` elements for a team of more than one thread (else empty),
+    the third empty). losses: (steps,) float64, written with
     the mean loss of each step. scratch_len: `scratch_size` of the net's widths and the
     batch (each thread allocates its own once). sync, tid, team: this thread's place in the team
     (`fnn.team.run`); each thread gathers and computes its share of every step.

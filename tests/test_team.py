@@ -3,6 +3,7 @@ model, optimizer and batch shape; a failing member never leaves the others waiti
 
 from __future__ import annotations
 
+import builtins
 import threading
 
 import numba as nb
@@ -89,11 +90,15 @@ def test_every_activation_loss_and_dropout_in_a_team():
 
 def test_a_wide_net_packs_in_a_team_with_the_same_bits():
     # Wider than a tile, a batch of PACK_ROWS or more: the products pack their right
-    # operand (`_packs`), each member over its own rows.
+    # operand (`_packs`): one thread packs each tile as it goes; a team packs every tile
+    # of w (forward) and w.T (backward) once, into the shared buffers, the tiles (4 of
+    # the first layer's, ragged last) dealt out among 2 or 3 members. The last batch
+    # (116 rows) is too short to pack.
     params, x, y, order = _problem((150, 200, 130, 10), 3 * kernels.PACK_ROWS, np.float32)
     batch = kernels.PACK_ROWS + 6
     one = _bits(_run(params, x, y, order, batch, SPEC["sgd"], 1))
     assert _bits(_run(params, x, y, order, batch, SPEC["sgd"], 2)) == one
+    assert _bits(_run(params, x, y, order, batch, SPEC["sgd"], 3)) == one
     assert _bits(_run(params, x, y, order, batch, SPEC["nesterov"], 2)) == \
         _bits(_run(params, x, y, order, batch, SPEC["nesterov"], 1))
 
@@ -153,10 +158,15 @@ def test_a_failing_member_aborts_the_team_and_its_error_is_raised():
 def test_threads_for_small_and_large_nets(monkeypatch):
     monkeypatch.delenv("FNN_NUM_THREADS", raising=False)
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    # Pinned: the real count depends on what else is running at that instant.
+    monkeypatch.setattr(team, "free_cpus", lambda: 2)
     small = fnn.init_params(0, (784, 64, 10))
     large = fnn.init_params(0, (784, 1024, 1024, 10))
     assert epoch.threads_for(small, 1) == 1
     assert epoch.threads_for(large, 128) == 2
+    monkeypatch.setattr(team, "free_cpus", lambda: 1)  # another process holds a core
+    assert epoch.threads_for(large, 128) == 1
+    monkeypatch.setattr(team, "free_cpus", lambda: 2)
     monkeypatch.setenv("FNN_NUM_THREADS", "1")
     assert epoch.threads_for(large, 128) == 1
     monkeypatch.setenv("FNN_NUM_THREADS", "two")
@@ -173,3 +183,13 @@ def test_share_covers_every_item_once_in_whole_units():
                 assert parts[0][0] == 0 and parts[-1][1] == n
                 for (lo, hi), (lo2, _) in zip(parts, parts[1:]):
                     assert hi == lo2 and lo % unit == 0
+
+
+def test_free_cpus_leaves_out_the_threads_running_elsewhere(monkeypatch, tmp_path):
+    # /proc/loadavg's fourth field: runnable threads now / all; the caller is one of them.
+    monkeypatch.setattr(team, "_cpus", lambda: 2)
+    loadavg = tmp_path / "loadavg"
+    monkeypatch.setattr(team, "open", lambda *a, **k: builtins.open(loadavg), raising=False)
+    for runnable, free in ((1, 2), (2, 1), (5, 1)):
+        loadavg.write_text(f"0.50 0.40 0.30 {runnable}/120 4242\n")
+        assert team.free_cpus() == free
