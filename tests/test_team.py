@@ -4,6 +4,7 @@ model, optimizer and batch shape; a failing member never leaves the others waiti
 from __future__ import annotations
 
 import builtins
+import os
 import threading
 
 import numba as nb
@@ -193,3 +194,28 @@ def test_free_cpus_leaves_out_the_threads_running_elsewhere(monkeypatch, tmp_pat
     for runnable, free in ((1, 2), (2, 1), (5, 1)):
         loadavg.write_text(f"0.50 0.40 0.30 {runnable}/120 4242\n")
         assert team.free_cpus() == free
+
+
+def test_free_cpus_ignores_a_thread_seen_in_one_read_only(monkeypatch):
+    # A kernel thread passing by shows in one read; a busy process shows in every read.
+    monkeypatch.setattr(team, "_cpus", lambda: 2)
+    for reads, free in (([2, 1, 2, 2, 2], 2), ([2] * 5, 1), ([3, 2, 2, 2, 2], 1)):
+        seq = iter(reads)
+        monkeypatch.setattr(team, "_runnable", seq.__next__)
+        assert team.free_cpus() == free
+
+
+def test_members_run_pinned_to_cpus_of_their_own_and_the_callers_mask_comes_back():
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs Linux and two CPUs")
+    before = os.sched_getaffinity(0)
+    seen = {}
+
+    def kernel(sync, tid, n):
+        seen[tid] = os.sched_getaffinity(0)
+        return 0
+
+    team.run(kernel, (), team.new_sync(), 2)
+    assert len(seen[0]) == len(seen[1]) == 1 and seen[0] != seen[1]
+    assert seen[0] | seen[1] <= before
+    assert os.sched_getaffinity(0) == before
