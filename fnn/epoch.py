@@ -27,6 +27,7 @@ callers that validated already (a training loop over many epochs).
 
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -217,6 +218,54 @@ def threads_for(params: Params, batch_size: int) -> int:
     return min(wanted, _team.free_cpus())
 
 
+#: An automatic team's calls for one problem time the other choice again every this many
+#: calls (see `_TeamChooser`).
+PROBE_EVERY = 16
+
+
+class _TeamChooser:
+    """The team for the next automatic call of one problem (a net's shapes, a batch size
+    and a dtype): `threads_for`'s choice or one thread, whichever ran a step faster when
+    last timed. The bits do not depend on the choice, so it can follow the machine.
+
+    Why measure: on the README's machine (a VM on a shared host) the same two-thread
+    epoch ran in some processes and for minutes at a time slower than one thread
+    (784-64-10 batch 64: 67-72 ms against 57-60 ms; 36-38 ms in good times), with no
+    cause visible from inside. The first call is not timed (it may compile); the second
+    runs the wanted team, the third one thread; then the faster as last timed, the
+    other again every PROBE_EVERY calls.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.per_step: dict[int, float] = {}  # team -> seconds a step, last timed
+
+    def pick(self, wanted: int) -> int:
+        self.calls += 1
+        if wanted == 1 or self.calls == 1 or wanted not in self.per_step:
+            return wanted
+        if 1 not in self.per_step:
+            return 1
+        best = min((wanted, 1), key=self.per_step.__getitem__)
+        if self.calls % PROBE_EVERY == 0:
+            return 1 if best == wanted else wanted
+        return best
+
+    def record(self, team: int, seconds: float, steps: int) -> None:
+        if self.calls > 1 and steps > 0:
+            self.per_step[team] = seconds / steps
+
+
+_CHOOSERS: dict[tuple[Any, ...], _TeamChooser] = {}
+
+
+def _chooser(params: Params, batch_size: int) -> _TeamChooser:
+    key = (tuple(p.w.shape for p in params), batch_size, params[0].w.dtype.str)
+    if key not in _CHOOSERS and len(_CHOOSERS) >= 256:
+        _CHOOSERS.clear()  # a bound on what a long session of many shapes keeps
+    return _CHOOSERS.setdefault(key, _TeamChooser())
+
+
 def _workspace(ws: tuple[np.ndarray, ...], y: np.ndarray, batch: int, codes: np.ndarray,
                thresh: np.ndarray, team: int, plain_sgd: bool) -> tuple[Any, ...]:
     """The buffers the threads of `kernels.train_epoch` share (its `work`), for batches of
@@ -305,7 +354,8 @@ def run_epoch(
     nesterov, (mu, nu) for adam; count: its count before the first step (adam's bias
     corrections). model: the activations, loss and dropout (None: the notebook's);
     step_keys: (steps,) uint64 folded dropout key of each step (needed when the model
-    has dropout); threads: how many threads share each step (None: `threads_for`; the
+    has dropout); threads: how many threads share each step (None: `threads_for`'s
+    number or one thread, whichever ran this problem faster, see `_TeamChooser`; the
     bits are the same for every number). Returns (new params, new slots, the loss of
     each step as float64, exactly as `fnn.backprop` returns it).
     """
@@ -334,7 +384,8 @@ def run_epoch(
     # A batch larger than the epoch is the whole epoch; clamped, the kernel's int64
     # arithmetic never sees a batch_size such as 2**63 - 1 (which it would overflow).
     batch_size = min(int(batch_size), order.shape[0])
-    team = threads_for(params, batch_size) if threads is None else threads
+    chooser = _chooser(params, batch_size) if threads is None else None
+    team = chooser.pick(threads_for(params, batch_size)) if chooser else int(threads)
     losses = np.empty(steps)
     work = _workspace(ws, y, batch_size, codes, thresh, team, kind == 0 and not spec.weight_decay)
     args = (ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
@@ -345,7 +396,10 @@ def run_epoch(
     # Ctrl-C waits for the kernel (raised inside numba's dispatcher it would be a
     # SystemError and lose the result): then a KeyboardInterrupt, the inputs untouched.
     with deferred_sigint():
+        t = time.perf_counter()
         bad_row = _team.run(kernels.train_epoch, args, _team.new_sync(), team)
+        if chooser:
+            chooser.record(team, time.perf_counter() - t, steps)
     if bad_row >= 0:  # the private copies are dropped: nothing was written
         raise nonfinite_error(x, "x", slice(bad_row, bad_row + 1))
     new_params = tuple(Layer(freeze(w), freeze(b)) for w, b in zip(ws, bs))

@@ -219,3 +219,45 @@ def test_members_run_pinned_to_cpus_of_their_own_and_the_callers_mask_comes_back
     assert len(seen[0]) == len(seen[1]) == 1 and seen[0] != seen[1]
     assert seen[0] | seen[1] <= before
     assert os.sched_getaffinity(0) == before
+
+
+def test_the_team_chooser_times_both_choices_then_takes_the_faster():
+    c = epoch._TeamChooser()
+    assert c.pick(1) == 1  # one thread wanted: nothing to choose
+    c = epoch._TeamChooser()
+    picks = []
+
+    def call(wanted, per_step):
+        team = c.pick(wanted)
+        picks.append(team)
+        c.record(team, per_step[team] * 10, 10)
+
+    call(2, {2: 99.0, 1: 99.0})  # first call: not timed (it may compile)
+    assert c.per_step == {}
+    call(2, {2: 3.0, 1: 2.0})  # the wanted team, timed
+    call(2, {2: 3.0, 1: 2.0})  # one thread, timed
+    assert picks == [2, 2, 1] and c.per_step == {2: 3.0, 1: 2.0}
+    for _ in range(3, epoch.PROBE_EVERY - 1):
+        call(2, {2: 3.0, 1: 2.0})
+    assert set(picks[3:]) == {1}  # one thread ran a step faster
+    call(2, {2: 1.0, 1: 2.0})  # call PROBE_EVERY: the team again, faster now
+    assert picks[-1] == 2
+    call(2, {2: 1.0, 1: 2.0})
+    assert picks[-1] == 2  # and kept
+    call(1, {2: 1.0, 1: 5.0})  # the CPUs are busy: one thread, whatever was timed
+    assert picks[-1] == 1
+
+
+def test_automatic_teams_give_the_same_bits_call_after_call(monkeypatch):
+    monkeypatch.delenv("FNN_NUM_THREADS", raising=False)
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    monkeypatch.setattr(team, "free_cpus", lambda: 2)
+    monkeypatch.setattr(epoch, "_CHOOSERS", {})
+    params, x, y, order = _problem((150, 200, 130, 10), 3 * kernels.PACK_ROWS, np.float32)
+    batch = kernels.PACK_ROWS + 6
+    assert epoch.threads_for(params, batch) == 2
+    runs = [_bits(_run(params, x, y, order, batch, SPEC["sgd"], None)) for _ in range(4)]
+    assert all(r == runs[0] for r in runs)
+    (chooser,) = epoch._CHOOSERS.values()
+    assert set(chooser.per_step) == {1, 2}  # both were run and timed
+    assert runs[0] == _bits(_run(params, x, y, order, batch, SPEC["sgd"], 1))
