@@ -100,7 +100,8 @@ __all__ = [
 _jit = nb.njit(cache=True, nogil=True, error_model="numpy")
 _inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 # Called only from other kernels: no CPython or cfunc wrapper is compiled for it (a
-# wrapper is a function of its own for LLVM to optimise and emit: ~7% of a cold compile).
+# wrapper is a function of its own for LLVM to optimise and emit; measured, the epoch's
+# cold compile went from 14.6 to 13.4 s without them).
 _inner = nb.njit(cache=True, nogil=True, error_model="numpy", no_cpython_wrapper=True,
                  no_cfunc_wrapper=True)
 
@@ -265,8 +266,9 @@ def _pack_tiles(right, transposed, tiles, tid, team):
     """Thread tid's share of packing every tile of r (right, or right.T when `transposed`;
     k rows): tile i, columns [i * TILE, (i + 1) * TILE) of r, goes to tiles[i * k * TILE:]
     as (k, TILE) (`_pack_tile`), for i = tid, tid + team, ... Each thread of a team would
-    otherwise pack every tile itself: measured at 784-1024-1024-10 batch 128, 1.3 ms a
-    step per thread, a fifth of the one-thread epoch, which two threads did not share."""
+    otherwise pack every tile itself: packing a 1024 x 1024 w took 0.41 ms and its
+    transpose 0.59 ms (timed apart), so at 784-1024-1024-10 batch 128 (w1, w2, w2.T)
+    about 1.3 ms a step, a fifth of the one-thread epoch, which two threads did not share."""
     k, width = (right.shape[1], right.shape[0]) if transposed else right.shape
     for i in range(tid, (width + TILE - 1) // TILE, team):
         _pack_tile(right, transposed, i * TILE, _carve(tiles, i * k * TILE, k, TILE))
