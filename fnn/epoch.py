@@ -230,7 +230,7 @@ class _TeamChooser:
 
     Why measure: on the README's machine (a VM on a shared host) the same two-thread
     epoch ran in some processes and for minutes at a time slower than one thread
-    (784-64-10 batch 64: 67-72 ms against 57-60 ms; 36-38 ms in good times), with no
+    (784-64-10 batch 64: 67-72 ms against 57-60 ms; 35-38 ms in good times), with no
     cause visible from inside. The first call is not timed (it may compile); the second
     runs the wanted team, the third one thread; then the faster as last timed, the
     other again every PROBE_EVERY calls.
@@ -267,7 +267,8 @@ def _chooser(params: Params, batch_size: int) -> _TeamChooser:
 
 
 def _workspace(ws: tuple[np.ndarray, ...], y: np.ndarray, batch: int, codes: np.ndarray,
-               thresh: np.ndarray, team: int, plain_sgd: bool) -> tuple[Any, ...]:
+               thresh: np.ndarray, team: int, plain_sgd: bool,
+               packing: np.ndarray | None) -> tuple[Any, ...]:
     """The buffers the threads of `kernels.train_epoch` share (its `work`), for batches of
     at most `batch` rows. An input without dropout is the array below it (x's batch or
     the layer's activation), and a ReLU or identity layer's output is its pre-activation."""
@@ -297,7 +298,7 @@ def _workspace(ws: tuple[np.ndarray, ...], y: np.ndarray, batch: int, codes: np.
     terms = np.empty((batch, 1 if y.ndim == 1 else y.shape[1]))
     # Two buffers for the tiles the whole team packs (`kernels._pack_tiles`), where any
     # product can pack; none for one thread, which packs each tile as it goes.
-    packs = team > 1 and kernels.packing_for(max(w.shape[1] for w in ws)) is not None
+    packs = team > 1 and packing is not None
     size = kernels.tiles_size(tuple(w.shape for w in ws)) if packs else 0
     tiles = (np.empty(size, dtype=dtype), np.empty(size, dtype=dtype), np.empty(0, dtype=dtype))
     return (xb, np.empty_like(y[:batch]), terms, np.zeros(team, dtype=np.int64),
@@ -387,10 +388,12 @@ def run_epoch(
     chooser = _chooser(params, batch_size) if threads is None else None
     team = chooser.pick(threads_for(params, batch_size)) if chooser else int(threads)
     losses = np.empty(steps)
-    work = _workspace(ws, y, batch_size, codes, thresh, team, kind == 0 and not spec.weight_decay)
+    packing = kernels.packing_for(max(p.w.shape[1] for p in params))
+    work = _workspace(ws, y, batch_size, codes, thresh, team, kind == 0 and not spec.weight_decay,
+                      packing)
     args = (ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
             kind, bool(spec.weight_decay), hyper, step_scalars, codes, model.loss.code,
-            thresh, scales, bases, kernels.packing_for(max(p.w.shape[1] for p in params)),
+            thresh, scales, bases, packing,
             work, kernels.scratch_size(tuple(d for p in params for d in p.w.shape), batch_size),
             losses)
     # Ctrl-C waits for the kernel (raised inside numba's dispatcher it would be a

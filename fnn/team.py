@@ -22,8 +22,8 @@ The threads live as long as one call: nothing is left running (a sweep may fork 
 Each member is pinned to a CPU of its own for the call (Linux; member 0 to the CPU it is
 on, the caller's own CPU mask restored after): left to the scheduler, both members of a
 two-thread team often ran on one CPU for a whole epoch (seen in /proc/<pid>/task/*/stat),
-where they take turns and run slower than one thread (784-64-10 batch 64: 58-71 ms
-against 37-41 ms when apart, and 59 ms on one thread).
+where they take turns and run slower than one thread (784-64-10 batch 64: 58-74 ms
+against 36-41 ms when apart, and 57-60 ms on one thread).
 """
 
 from __future__ import annotations
