@@ -1,17 +1,19 @@
 """The numba internals that fnn's kernels use, in one place, each with a fallback.
 
-The kernels need five things numba's public API does not offer: an accumulator array on
+The kernels need six things numba's public API does not offer: an accumulator array on
 the stack (so that LLVM keeps it in registers), a fused multiply-add that is an explicit
 IEEE 754 operation (never a licence to reassociate), a prefetch hint, count-trailing-
-zeros, and atomic loads, stores and adds on an int64 array with a CPU yield (the barrier
-of `fnn.team`, where threads share one kernel). They are built here from numba internals
-(`numba.core.cgutils`, `numba.np.arrayobj.populate_array`,
-`numba.cpython.unsafe.numbers.trailing_zeros`) that a numba release may move or change. If
-one is missing, its fallback takes over: a heap array instead of the stack tile,
-`llvmlite`'s own intrinsic declaration for the FMA, no prefetch, a loop for the trailing
-zeros, and no atomics (`ATOMICS` False: a team is one thread, the kernels never call
-them). A fallback costs speed, never the import and never a result (the same operations in
-the same order: the bits do not change). `FALLBACKS` names the ones in use;
+zeros, a read-only array retyped writable (so that one compiled kernel serves read-only
+and writable callers), and atomic loads, stores and adds on an int64 array with a CPU
+yield (the barrier of `fnn.team`, where threads share one kernel). They are built here
+from numba internals (`numba.core.cgutils`, `numba.np.arrayobj.populate_array`,
+`numba.cpython.unsafe.numbers.trailing_zeros`, `numba.core.imputils.impl_ret_borrowed`)
+that a numba release may move or change. If one is missing, its fallback takes over: a
+heap array instead of the stack tile, `llvmlite`'s own intrinsic declaration for the
+FMA, no prefetch, a loop for the trailing zeros, the array as it is, and no atomics
+(`ATOMICS` False: a team is one thread, the kernels never call them). A fallback costs
+speed or compile time, never the import and never a result (the same operations in the
+same order: the bits do not change). `FALLBACKS` names the ones in use;
 tests/test_numba_compat.py runs the kernels on each.
 """
 
@@ -28,7 +30,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 __all__ = ["ATOMICS", "FALLBACKS", "atomic_add", "atomic_load", "atomic_store", "cpu_relax",
-           "fma", "prefetch", "stack_tile", "trailing_zeros"]
+           "fma", "prefetch", "stack_tile", "trailing_zeros", "writable"]
 
 #: The internals this numba lacks, by the name of the function that falls back.
 FALLBACKS: list[str] = []
@@ -45,6 +47,10 @@ try:
     from numba.cpython.unsafe.numbers import trailing_zeros
 except ImportError:  # pragma: no cover
     trailing_zeros = None
+try:
+    from numba.core.imputils import impl_ret_borrowed
+except ImportError:  # pragma: no cover
+    impl_ret_borrowed = None
 
 
 def _declare(builder: Any, name: str, fnty: ir.FunctionType) -> Any:
@@ -118,6 +124,30 @@ def stack_tile(size: int) -> Any:
         return np.empty(size, dtype=like.dtype)
 
     return heap_tile
+
+
+if impl_ret_borrowed is not None:
+    @intrinsic
+    def writable(typingctx, arr):  # type: ignore[no-untyped-def]
+        """arr typed writable, its layout kept: the same array, for an operand that a
+        kernel only reads (params are read-only arrays). Numba compiles a kernel once
+        per read-only flag of each argument: so the public ops and the compiled epoch
+        share one compiled copy of each kernel below them. Fallback: arr as it is (more
+        copies compiled; the same results)."""
+        if not isinstance(arr, types.Array):
+            return None
+
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            # The flag is the type's alone (one data model): the array, a new reference.
+            return impl_ret_borrowed(context, builder, sig.return_type, args[0])
+
+        return arr.copy(readonly=False)(arr), codegen
+else:  # pragma: no cover - depends on the numba release
+    FALLBACKS.append("writable")
+
+    @nb.njit(cache=True, nogil=True, inline="always")
+    def writable(arr):  # type: ignore[no-untyped-def]
+        return arr
 
 
 if cgutils is not None:

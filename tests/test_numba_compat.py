@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = textwrap.dedent("""
     import json, sys
     import numba.core, numba.cpython.unsafe.numbers as un, numba.np.arrayobj as ao
-    saved = (ao.populate_array, un.trailing_zeros, numba.core.cgutils)
-    del ao.populate_array, un.trailing_zeros, numba.core.cgutils
+    import numba.core.imputils as iu
+    saved = (ao.populate_array, un.trailing_zeros, numba.core.cgutils, iu.impl_ret_borrowed)
+    del ao.populate_array, un.trailing_zeros, numba.core.cgutils, iu.impl_ret_borrowed
     sys.modules["numba.core.cgutils"] = None
     import fnn
     from fnn import numba_compat
-    ao.populate_array, un.trailing_zeros, numba.core.cgutils = saved
+    ao.populate_array, un.trailing_zeros, numba.core.cgutils, iu.impl_ret_borrowed = saved
     sys.modules["numba.core.cgutils"] = saved[2]
     sys.path.insert(0, sys.argv[1])
     from test_numba_compat import digest
@@ -59,5 +60,6 @@ def test_without_the_internals_the_kernels_give_the_same_bits(tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert sorted(out["fallbacks"]) == ["atomics", "prefetch", "stack_tile", "trailing_zeros"]
+    assert sorted(out["fallbacks"]) == ["atomics", "prefetch", "stack_tile", "trailing_zeros",
+                                        "writable"]
     assert out["digest"] == digest()
