@@ -219,41 +219,49 @@ def threads_for(params: Params, batch_size: int) -> int:
 
 
 #: An automatic team's calls for one problem time the other choice again every this many
-#: calls (see `_TeamChooser`).
+#: calls, and each choice is judged by the fastest of its last RECENT timings (see
+#: `_TeamChooser`).
 PROBE_EVERY = 16
+RECENT = 3
 
 
 class _TeamChooser:
     """The team for the next automatic call of one problem (a net's shapes, a batch size
-    and a dtype): `threads_for`'s choice or one thread, whichever ran a step faster when
-    last timed. The bits do not depend on the choice, so it can follow the machine.
+    and a dtype): `threads_for`'s choice or one thread, whichever ran a step faster in
+    the fastest of its last RECENT timed calls. The bits do not depend on the choice, so
+    it can follow the machine.
 
     Why measure: on the README's machine (a VM on a shared host) the same two-thread
     epoch ran in some processes and for minutes at a time slower than one thread
     (784-64-10 batch 64: 67-72 ms against 57-60 ms; 35-38 ms in good times), with no
-    cause visible from inside. The first call is not timed (it may compile); the second
-    runs the wanted team, the third one thread; then the faster as last timed, the
-    other again every PROBE_EVERY calls.
+    cause visible from inside. The first call is not timed (it may compile); the next
+    four alternate the wanted team and one thread, so that one disturbed call does not
+    decide (a disturbance only slows a call: the fastest of a few is the machine's
+    pace); then the faster, the other again every PROBE_EVERY calls. The choice in use
+    is timed at every call, so a lasting slow-down of it decides after RECENT calls.
     """
 
     def __init__(self) -> None:
         self.calls = 0
-        self.per_step: dict[int, float] = {}  # team -> seconds a step, last timed
+        self.per_step: dict[int, list[float]] = {}  # team -> seconds a step, last timings
 
     def pick(self, wanted: int) -> int:
         self.calls += 1
-        if wanted == 1 or self.calls == 1 or wanted not in self.per_step:
+        if wanted == 1 or self.calls == 1:
             return wanted
-        if 1 not in self.per_step:
-            return 1
-        best = min((wanted, 1), key=self.per_step.__getitem__)
+        if self.calls <= 5:
+            return wanted if self.calls % 2 == 0 else 1
+        # A choice not timed yet (the wanted team can change with the load) goes first.
+        best = min((wanted, 1), key=lambda t: min(self.per_step.get(t, [0.0])))
         if self.calls % PROBE_EVERY == 0:
             return 1 if best == wanted else wanted
         return best
 
     def record(self, team: int, seconds: float, steps: int) -> None:
         if self.calls > 1 and steps > 0:
-            self.per_step[team] = seconds / steps
+            times = self.per_step.setdefault(team, [])
+            times.append(seconds / steps)
+            del times[:-RECENT]
 
 
 _CHOOSERS: dict[tuple[Any, ...], _TeamChooser] = {}

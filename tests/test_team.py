@@ -234,18 +234,31 @@ def test_the_team_chooser_times_both_choices_then_takes_the_faster():
 
     call(2, {2: 99.0, 1: 99.0})  # first call: not timed (it may compile)
     assert c.per_step == {}
-    call(2, {2: 3.0, 1: 2.0})  # the wanted team, timed
-    call(2, {2: 3.0, 1: 2.0})  # one thread, timed
-    assert picks == [2, 2, 1] and c.per_step == {2: 3.0, 1: 2.0}
-    for _ in range(3, epoch.PROBE_EVERY - 1):
-        call(2, {2: 3.0, 1: 2.0})
-    assert set(picks[3:]) == {1}  # one thread ran a step faster
-    call(2, {2: 1.0, 1: 2.0})  # call PROBE_EVERY: the team again, faster now
+    call(2, {2: 9.0, 1: 2.0})  # the wanted team, disturbed
+    call(2, {2: 3.0, 1: 2.0})  # one thread
+    call(2, {2: 1.5, 1: 2.0})  # the team again: its pace
+    call(2, {2: 1.5, 1: 2.5})
+    assert picks == [2, 2, 1, 2, 1] and c.per_step == {2: [9.0, 1.5], 1: [2.0, 2.5]}
+    for _ in range(5, epoch.PROBE_EVERY - 1):
+        call(2, {2: 1.5, 1: 2.0})
+    assert set(picks[5:]) == {2}  # the fastest of the team's timings beat one thread's
+    assert c.per_step[2] == [1.5] * epoch.RECENT  # the last few timings only
+    call(2, {2: 1.5, 1: 1.0})  # call PROBE_EVERY: one thread again, faster now
+    assert picks[-1] == 1
+    call(2, {2: 1.5, 1: 1.0})
+    assert picks[-1] == 1  # and kept
+    for _ in range(epoch.RECENT):  # one thread slows down for good: after RECENT slow
+        call(2, {2: 1.5, 1: 4.0})   # calls the team is back
+    assert picks[-epoch.RECENT:] == [1] * epoch.RECENT
+    call(2, {2: 1.5, 1: 4.0})
     assert picks[-1] == 2
-    call(2, {2: 1.0, 1: 2.0})
-    assert picks[-1] == 2  # and kept
     call(1, {2: 1.0, 1: 5.0})  # the CPUs are busy: one thread, whatever was timed
     assert picks[-1] == 1
+    c = epoch._TeamChooser()
+    for wanted in (2, 2, 2, 2, 2, 3):  # a choice never timed (a larger team) goes first
+        team = c.pick(wanted)
+        c.record(team, 1.0, 1)
+    assert team == 3
 
 
 def test_automatic_teams_give_the_same_bits_call_after_call(monkeypatch):
