@@ -117,7 +117,7 @@ _ZERO = np.uint64(0)
 #: Output rows (and rows of the right operand) from which `_sparse_matmul` copies
 #: each column block of its right operand into a contiguous buffer (see `_packs`).
 PACK_ROWS = 128
-_COPY_BLOCK = 32  # `_pack_tile` transposes in blocks of 32 rows
+_COPY_ROWS = 8  # `_pack_tile` transposes this many rows of right at a time
 #: The `packing` argument that lets the products of a kernel pack (`_packs`); None
 #: there compiles no packed code at all (numba prunes the `packing is None` branch),
 #: which saves its compile time where no product is wide enough: see `packing_for`.
@@ -238,20 +238,22 @@ def _pack_tile(right, transposed, t, packed):
     """packed[:, :] = r[:, t:t+TILE], zero-padded past r's last column, where r is right
     (C-contiguous), or right.T when `transposed`.
 
-    right.T goes in blocks of _COPY_BLOCK of its rows, so that each cache line of right
-    is read once, whole; row by row, the TILE rows of right that one row of right.T
-    touches lie a whole row apart and evict each other from the cache."""
+    The indices are unsigned: with no test for a negative index (numba's wraparound) the
+    copy vectorises. right.T goes _COPY_ROWS rows of right at a time, all along them,
+    so that each cache line of right is read once, whole, and few lines are in flight.
+    Measured, float32 1024 x 1024, the 16 tiles: w 0.40 -> 0.09 ms, w.T 0.55 -> 0.22 ms
+    (signed indices, 32-row blocks before; other block shapes were no faster)."""
     k, width = (right.shape[1], right.shape[0]) if transposed else right.shape
     cols = min(TILE, width - t)
     if transposed:
-        for i0 in range(0, k, _COPY_BLOCK):
-            for j in range(cols):
-                for i in range(i0, min(k, i0 + _COPY_BLOCK)):
-                    packed[i, j] = right[t + j, i]
+        for j0 in range(0, cols, _COPY_ROWS):
+            for i in range(k):
+                for j in range(min(_COPY_ROWS, cols - j0)):
+                    packed[i, np.uint64(j0 + j)] = right[np.uint64(t + j0 + j), np.uint64(i)]
     else:
         for i in range(k):
             for j in range(cols):
-                packed[i, j] = right[i, t + j]
+                packed[i, np.uint64(j)] = right[i, np.uint64(t + j)]
     for i in range(k):
         for j in range(cols, TILE):
             packed[i, j] = 0
