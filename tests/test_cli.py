@@ -191,6 +191,31 @@ def test_a_first_run_says_once_that_it_compiles_and_a_warm_one_says_nothing(tmp_
     assert code == 0 and "compiling" not in err and "1/1" in err  # (the bar is there)
 
 
+def test_train_warms_its_kernels_up_while_the_data_loads(tmp_path, monkeypatch, capsys):
+    # The warm-up thread runs during the data load (a first run compiles meanwhile), the
+    # run then waits for it; --quiet has none.
+    seen, warming = [], threading.Event()
+    real_load, real_fit = fnn.cli._load_data, fnn.cli.fit
+
+    def load(*args):
+        seen.append(warming.wait(timeout=3))  # the warm-up's fit starts while this waits
+        warming.clear()
+        return real_load(*args)
+
+    def fit(*args, **kwargs):
+        if threading.current_thread().name == "fnn-warm-up":
+            warming.set()
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(fnn.cli, "_load_data", load)
+    monkeypatch.setattr(fnn.cli, "fit", fit)
+    argv = [a for a in TINY if a != "--quiet"]
+    assert run(capsys, *argv, "--epochs", 1, "--out", tmp_path / "a")[0] == 0
+    assert not any(t.name == "fnn-warm-up" for t in threading.enumerate())  # waited for
+    assert run(capsys, *TINY, "--epochs", 1, "--out", tmp_path / "b")[0] == 0
+    assert seen == [True, False]
+
+
 def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     patch_backprop(monkeypatch, 7, "nan")
     code, _, err = run(capsys, *TINY, "--epochs", 1, "--checkpoint-every", 2, "--out", tmp_path)
