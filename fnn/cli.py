@@ -366,9 +366,9 @@ def _warm_up(config: TrainConfig, stream: TextIO) -> Iterator[None]:
     one-epoch fit on a few rows of zeros of the config's dtype, with the config's
     hidden widths (the types of the arrays decide what compiles, not their sizes).
 
-    It runs in a thread, started as the block starts and joined as it ends: numba's
-    compiler spends about half its time in LLVM without holding the GIL, so the data
-    loads meanwhile (a first `fnn train` took 1.2 s less). A thread also escapes fit's
+    It runs in a thread, started as the block starts and joined as it ends: about half
+    of numba's compile is LLVM, in llvmlite's C code without the GIL, so the data loads
+    meanwhile (a first `fnn train` took about 1 s less). A thread also escapes fit's
     Ctrl-C deferral: in the main thread fit would hold Ctrl-C until the kernel call
     returns, for the whole of a first compile; here the main thread only waits, and
     Ctrl-C stops it at once. If the block raises, the thread is not waited for."""
