@@ -46,6 +46,7 @@ SHAPES = [
     (7, 17, 9),
     (65, 70, 1),  # an odd batch just over one word, width 1
     (3, 130, 129),  # a partial third tile
+    (130, 140, 150),  # with PACKING every product packs; the weight gradient copies a.T
     (129, 3, 200),
     (200, 64, 64),
     (16, 20, 16),  # batch == NARROW == d_out: the untransposed path
