@@ -593,13 +593,9 @@ def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratc
 
 @_inline
 def _carve_tail(scratch, rows, cols, keep):
-    """A (rows, cols) C array: the last rows * cols elements of scratch when they leave
-    its first `keep` elements alone (what the product carves from the front), else a new
-    array."""
-    start = scratch.shape[0] - rows * cols
-    if start >= keep:
-        return scratch[start:].reshape((rows, cols))
-    return np.empty((rows, cols), dtype=scratch.dtype)
+    """`_carve` of scratch's last rows * cols elements when they leave its first `keep`
+    elements alone (what the product carves from the front), else a new array."""
+    return _carve(scratch, max(keep, scratch.shape[0] - rows * cols), rows, cols)
 
 
 @_inner
