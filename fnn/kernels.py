@@ -50,7 +50,6 @@ So a kernel gives bit-identical results on every call and every run. Everything 
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 from numba.extending import overload
 
@@ -58,8 +57,8 @@ from . import activations as _acts
 from . import dropout as _dropout
 from . import losses as _losses
 from .numba_compat import fma as _fma
+from .numba_compat import jit, stack_tile, trailing_zeros, writable
 from .numba_compat import prefetch as _prefetch
-from .numba_compat import stack_tile, trailing_zeros, writable
 from .team import barrier, share
 
 __all__ = [
@@ -97,13 +96,12 @@ __all__ = [
     "weight_grad_into",
 ]
 
-_jit = nb.njit(cache=True, nogil=True, error_model="numpy")
-_inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+_jit = jit()
+_inline = jit(inline="always")
 # Called only from other kernels: no CPython or cfunc wrapper is compiled for it (a
 # wrapper is a function of its own for LLVM to optimise and emit; measured, the epoch's
 # cold compile went from 14.6 to 13.4 s without them).
-_inner = nb.njit(cache=True, nogil=True, error_model="numpy", no_cpython_wrapper=True,
-                 no_cfunc_wrapper=True)
+_inner = jit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
 #: Output columns accumulated in registers at once: 4 AVX-512 registers of float32.
 TILE = 64

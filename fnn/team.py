@@ -35,15 +35,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numba as nb
 import numpy as np
 
-from .numba_compat import ATOMICS, atomic_add, atomic_load, atomic_store, cpu_relax
+from .numba_compat import ATOMICS, atomic_add, atomic_load, atomic_store, cpu_relax, jit
 
 __all__ = ["SYNC_SIZE", "barrier", "free_cpus", "max_threads", "new_sync", "run", "share"]
 
-_jit = nb.njit(cache=True, nogil=True, error_model="numpy")
-_inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+_jit = jit()
+_inline = jit(inline="always")
 
 # The words of `sync`, each on its own 64-byte cache line: members arriving at the
 # barrier, the barrier's generation, and the abort flag.
