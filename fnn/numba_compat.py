@@ -59,6 +59,13 @@ try:
     from numba.core.compiler import Compiler, DefaultPassBuilder
     from numba.core.compiler_machinery import LoweringPass, register_pass
     from numba.core.typed_passes import AnnotateTypes
+
+    # What `_kernel_compiler` overrides or calls: checked here, so that a numba that
+    # changed them falls back at import instead of failing at a kernel's compile.
+    if not all(hasattr(JITCodeLibrary, name) for name in (
+            "add_linking_library", "_optimize_final_module", "_get_module_for_linking",
+            "_ensure_finalized", "enable_object_caching")):
+        raise ImportError("numba.core.codegen.JITCodeLibrary is not as fnn knows it")
 except ImportError:  # pragma: no cover
     JITCodeLibrary = None
 
