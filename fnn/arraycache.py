@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["clear_memory", "entry_key", "files_state", "folder_state", "get", "put"]
+__all__ = ["clear_memory", "entry_key", "files_state", "folder_state", "get", "has", "put"]
 
 # Bump when the cached arrays' meaning or file format changes, so old entries are ignored.
 _CACHE_FORMAT = 1
@@ -73,6 +73,14 @@ def get(root: Path, name: str) -> Arrays | None:
     if hit is not None:
         _memory_put(name, hit)
     return hit
+
+
+def has(root: Path, name: str) -> bool:
+    """Whether the entry `name` is in memory or under `root`, without reading it."""
+    with _memory_lock:
+        if name in _memory:
+            return True
+    return (root / name).is_dir()
 
 
 def put(root: Path, key: tuple[str, str], arrays: Arrays) -> None:

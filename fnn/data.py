@@ -24,7 +24,7 @@ from numpy.typing import DTypeLike
 from . import arraycache
 from .validate import check_dtype
 
-__all__ = ["DEFAULT_MNIST_DIR", "Dataset", "load_mnist"]
+__all__ = ["DEFAULT_MNIST_DIR", "Dataset", "load_mnist", "needs_decoding"]
 
 #: The full MNIST shipped with the repository, in the Hugging Face hub layout.
 DEFAULT_MNIST_DIR: Path = Path(__file__).resolve().parent.parent / "data" / "mnist"
@@ -224,8 +224,8 @@ def _load_uint8(
     keys: dict[str, tuple[str, str]] = {}
 
     def lookup(split: str, state: object) -> bool:
-        identity = [kind, str(where), revision or "", split, image_column, label_column]
-        keys[split] = arraycache.entry_key(identity, state, _datasets_version())
+        keys[split] = _entry_key(kind, where, revision, split, image_column, label_column,
+                                 state)
         hit = arraycache.get(root, keys[split][1])
         if hit is not None:
             found[split] = hit
@@ -257,6 +257,44 @@ def _load_uint8(
                 arraycache.put(root, keys[split], arrays)
             found[split] = arrays
     return [found[s] for s in splits]
+
+
+def _entry_key(kind: str, where: Any, revision: str | None, split: str, image_column: str,
+               label_column: str, state: object) -> tuple[str, str]:
+    """The array cache's key of one split (see `fnn.arraycache.entry_key`)."""
+    identity = [kind, str(where), revision or "", split, image_column, label_column]
+    return arraycache.entry_key(identity, state, _datasets_version())
+
+
+def needs_decoding(
+    source: str | os.PathLike[str] | None = None,
+    *,
+    image_column: str = "image",
+    label_column: str = "label",
+    train_split: str = "train",
+    test_split: str = "test",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> bool:
+    """Whether `load_mnist` with these arguments would decode images: True when it reads
+    a local folder and a split of it is not in the array cache. Reads no array: it looks
+    at the folder's file sizes and mtimes, and whether the cache entries exist.
+
+    False for a hub id (its state is that of its files in the Hugging Face cache, which
+    only `datasets` can find) and for a source that does not resolve (`load_mnist` raises).
+    """
+    try:
+        kind, where = _resolve_source(source)
+    except (OSError, TypeError):
+        return False
+    if kind != "local":
+        return False
+    root = _hf_cache_root(cache_dir) / "fnn-arrays"
+    state = arraycache.folder_state(where)
+    return not all(
+        arraycache.has(root, _entry_key(kind, where, None, split, image_column, label_column,
+                                        state)[1])
+        for split in dict.fromkeys((train_split, test_split))
+    )
 
 
 def _load_dataset_dict(

@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -303,3 +306,107 @@ def test_python_dash_m_and_light_imports():
     assert result.stderr.splitlines() == [
         "fnn: error: argument --epochs: expected an int >= 1, got 0 (see fnn train --help)"
     ]
+
+
+# ---------------------------------------------------------------- decoding aside (first run)
+# `python -m fnn train` with `_decode_aside` watched: it prints the decoder's pid (or None).
+DECODE_SPY = textwrap.dedent("""
+    import sys
+    import fnn.cli
+    real = fnn.cli._decode_aside
+    def spy(run):
+        decoder = real(run)
+        print("decoder", None if decoder is None else decoder.pid, file=sys.stderr, flush=True)
+        return decoder
+    fnn.cli._decode_aside = spy
+    sys.exit(fnn.cli.main(sys.argv[1:]))
+""")
+
+
+def spied_train(tmp_path, *argv, **popen):
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    return subprocess.Popen([sys.executable, "-c", DECODE_SPY, "train", *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, **popen)
+
+
+def decoder_pid(err: str):
+    line = next(l for l in err.splitlines() if l.startswith("decoder "))
+    return None if line == "decoder None" else int(line.split()[1])
+
+
+def array_entries(tmp_path):
+    root = tmp_path / "hf" / "fnn-arrays"
+    return sorted(root.iterdir()) if root.exists() else []
+
+
+@pytest.fixture
+def digits_folder(tmp_path):
+    from test_data import png, random_images, write_folder
+
+    pix, labels = random_images(3, 96, 8, 8), [i % 10 for i in range(96)]
+    return write_folder(tmp_path / "digits", {"train": ([png(p) for p in pix[:80]], labels[:80]),
+                                              "test": ([png(p) for p in pix[80:]], labels[80:])})
+
+
+def test_a_first_run_decodes_its_images_in_a_forked_process(tmp_path, digits_folder):
+    # A first run (nothing in the array cache) decodes in a child while its kernels load
+    # or compile, then reads the child's cache entries: the run is the one it would have
+    # been (an in-process load, --quiet, gives the same bits); a second run forks nothing.
+    opts = ["--dataset", digits_folder, "--epochs", 2, "--batch-size", 16]
+    first = spied_train(tmp_path, *opts, "--out", tmp_path / "a")
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert decoder_pid(err) is not None and "Traceback" not in err
+    assert len(array_entries(tmp_path)) == 2  # one per split, written by the child
+    again = spied_train(tmp_path, *opts, "--out", tmp_path / "b")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0 and decoder_pid(err) is None
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-quiet")}
+    subprocess.run([sys.executable, "-m", "fnn", "train", *map(str, opts), "--quiet", "--out",
+                    tmp_path / "c"], check=True, env=env, capture_output=True)
+    a, b, c = (load_checkpoint(tmp_path / d / "checkpoint.npz") for d in "abc")
+    assert same_params(a.params, c.params) and same_params(b.params, c.params)
+
+
+def test_a_failed_decode_aside_reports_once_from_the_parent(tmp_path, digits_folder):
+    path = digits_folder / "data" / "test-00000-of-00001.parquet"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    proc = spied_train(tmp_path, "--dataset", digits_folder, "--out", tmp_path / "a")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and out == "", err
+    assert decoder_pid(err) is not None  # the child ran, failed, and said nothing
+    errors = [l for l in err.splitlines() if l.startswith("fnn: error")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "fnn: error: source: could not read the data files"), err
+    # (datasets logs the bad file once, from the parent's load: the child's output is muted)
+    assert err.count("Failed to read file") == 1 and "Traceback" not in err
+    assert array_entries(tmp_path) == [] and not (tmp_path / "a").exists()
+
+
+def test_ctrl_c_while_the_child_decodes_stops_both_and_leaves_no_partial_entry(tmp_path):
+    # As a terminal sends it: SIGINT to the whole process group, here while the child
+    # decodes the shipped MNIST (about 3 s). Exit 130, no traceback from either process,
+    # the child gone, and the array cache holds whole entries or none (no temporary left).
+    proc = spied_train(tmp_path, "--out", tmp_path / "run", start_new_session=True)
+    err = ""
+    while not err.rstrip().endswith(tuple("0123456789")) and "decoder None" not in err:
+        err += proc.stderr.readline()
+    pid = decoder_pid(err)
+    assert pid is not None
+    time.sleep(0.8)
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    err += rest
+    assert proc.returncode == 130 and "fnn: interrupted" in err and "Traceback" not in err, err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}")
+    rows = []
+    for entry in array_entries(tmp_path):
+        assert not entry.name.startswith(".")
+        x, y = np.load(entry / "x.npy"), np.load(entry / "y.npy")
+        assert len(x) == len(y)
+        rows.append(len(x))
+    assert 60000 not in rows  # stopped before it had decoded the training split

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fnn import arraycache
-from fnn.data import DEFAULT_MNIST_DIR, Dataset, load_mnist
+from fnn.data import DEFAULT_MNIST_DIR, Dataset, load_mnist, needs_decoding
 
 datasets = pytest.importorskip("datasets")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -388,6 +388,37 @@ def test_cache_follows_source_changes(small, cache_dir):
     # The new state replaced the old entries of the same source and split.
     assert {p.name.split("-")[0] for p in entries(cache_dir)} == names
     assert len(entries(cache_dir)) == 2
+
+
+def test_needs_decoding_says_whether_a_load_would_decode(small, cache_dir, tmp_path,
+                                                       monkeypatch):
+    import fnn.data as fdata
+
+    folder, _, test_pix = small
+    kw = {"image_column": "img", "label_column": "target", "cache_dir": cache_dir}
+    assert needs_decoding(folder, **kw)
+    load_mnist(folder, **kw)
+    arraycache.clear_memory()  # as in a new process: the entries on disk answer
+    reads = []
+    monkeypatch.setattr(fdata.arraycache, "get", lambda *a: reads.append(a))
+    assert not needs_decoding(folder, **kw)
+    assert reads == []  # it reads no array
+    monkeypatch.undo()
+    # Another column, another split, another cache: not decoded yet.
+    assert needs_decoding(folder, **{**kw, "image_column": "other"})
+    assert needs_decoding(folder, **kw, train_split="test", test_split="extra")
+    assert needs_decoding(folder, **{**kw, "cache_dir": tmp_path / "elsewhere"})
+    assert not needs_decoding(folder, **kw, train_split="test", test_split="test")
+    # A changed file is a new state: the next load decodes again.
+    write_folder(folder, {"test": ([png(p) for p in test_pix[::-1]], [1, 2, 3, 4])},
+                 image_column="img", label_column="target")
+    assert needs_decoding(folder, **kw)
+    load_mnist(folder, **kw)
+    assert not needs_decoding(folder, **kw)
+    # Sources it cannot judge without datasets, or that do not load: False.
+    assert not needs_decoding("someone/some_dataset", cache_dir=cache_dir)
+    assert not needs_decoding(tmp_path / "missing", cache_dir=cache_dir)
+    assert not needs_decoding(3, cache_dir=cache_dir)
 
 
 def test_no_cache_writes_nothing_and_source_untouched(small, cache_dir):
