@@ -555,7 +555,7 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
     if resume is not None and "scaling" in extra:
         scaling = extra["scaling"]
     else:
-        scaling = fit_scaling(run["scale"], data.x_train[train_part])
+        scaling = fit_scaling(run["scale"], data.x_train, train_part)
     warning = range_warning(data.x_train, run["scale"])
     if warning:
         print(f"fnn: warning: {warning}", file=stderr)

@@ -25,15 +25,19 @@ SCALES = ("pixel", "standardize")  # or a number: the largest value the data is 
 PIXEL_MAX = 255.0
 
 
-def fit_scaling(scale: str | float, x_train: np.ndarray) -> dict[str, Any]:
+def fit_scaling(scale: str | float, x_train: np.ndarray, rows: Any = None) -> dict[str, Any]:
     """The spec for `scale` ("pixel", "standardize" or a positive max value), with
-    statistics from x_train: (n, d), the training part, as loaded (pixels / 255)."""
+    statistics from x_train: (n, d) as loaded (pixels / 255), of its `rows` (an index of
+    the training part; None: all). The rows are gathered only for the statistics: a
+    copy of MNIST's training part took 0.4 s of a 2.2-s `fnn train`."""
     if isinstance(scale, str):
         if scale == "pixel":
             return {"kind": "pixel"}
         if scale != "standardize":
             raise ValueError(f"scale: expected one of {SCALES} or a positive number, "
                              f"got {scale!r}")
+        if rows is not None:
+            x_train = x_train[rows]
         dtype = x_train.dtype
         mean = x_train.mean(axis=0, dtype=np.float64).astype(dtype)
         std = x_train.std(axis=0, dtype=np.float64).astype(dtype)

@@ -627,23 +627,27 @@ def fit(
     # The fingerprint is of all the training data given: the held-out part is a pure
     # function of the seed and n, so the same data means the same split.
     fingerprint = _fingerprint(x, y)
+    # The training part stays where it is, named by its rows: a copy of MNIST's took 0.45 s
+    # (fresh pages) of a 2.4-s `fnn train`. Its batches gather the same rows either way.
+    rows: np.ndarray | None = None
     if config.val_fraction > 0:
         try:
-            train_idx, val_idx = validation_split(x.shape[0], config.val_fraction, config.seed)
+            rows, val_idx = validation_split(x.shape[0], config.val_fraction, config.seed)
         except ValueError as e:
             raise ValueError(f"config.{e}") from None
-        x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+        x_val, y_val = x[val_idx], y[val_idx]
     else:
         x_val, y_val = x_test, y_test
+    n_train = x.shape[0] if rows is None else rows.shape[0]
     if config.patience and x_val is None:
         raise ValueError("config.patience: early stopping needs a validation set "
                          "(val_fraction > 0, or data with a second pair), got none")
-    if steps_per_epoch(x.shape[0], config.batch_size, config.drop_last) == 0:
+    if steps_per_epoch(n_train, config.batch_size, config.drop_last) == 0:
         raise ValueError(
             f"config.batch_size: {config.batch_size} with drop_last leaves no batch of "
-            f"{x.shape[0]} training examples"
+            f"{n_train} training examples"
         )
-    optimizer, schedule = make_optimizer(config, x.shape[0])
+    optimizer, schedule = make_optimizer(config, n_train)
     if resume is None:
         state = TrainState(params, optimizer.init(params), rng_state, 0, 0, 0, config,
                            _empty_history(), 0.0, fingerprint)
@@ -654,13 +658,13 @@ def fit(
                 f"got ({fingerprint})"
             )
         _check_position(resume._replace(config=config),
-                        steps_per_epoch(x.shape[0], config.batch_size, config.drop_last))
+                        steps_per_epoch(n_train, config.batch_size, config.drop_last))
         template = optimizer.init(params)
         check_state(resume.opt_state, type(template), params, empty_slots(template),
                     "resume.opt_state")
         state = resume._replace(config=config)
     with deferred_sigint() as sigint:
-        return _run(state, (x, y, x_val, y_val, x_test, y_test), optimizer, schedule,
+        return _run(state, (x, y, rows, x_val, y_val, x_test, y_test), optimizer, schedule,
                     declared, sigint)
 
 
@@ -690,12 +694,18 @@ def _run(
     sigint: SigintDeferral,
 ) -> TrainState:
     """The training loop over validated inputs; `sigint` is checked between steps and
-    chunks (fit's `deferred_sigint` block)."""
-    x, y, x_val, y_val, x_test, y_test = data
+    chunks (fit's `deferred_sigint` block). data: (x, y, rows, x_val, y_val, x_test,
+    y_test); the training examples are x[rows], y[rows] (rows None: all of x, y)."""
+    x, y, rows, x_val, y_val, x_test, y_test = data
     config = state.config
     ops = get_ops(config.backend)
     model = make_config_model(config)
-    n, bs = x.shape[0], config.batch_size
+    n, bs = (x.shape[0] if rows is None else rows.shape[0]), config.batch_size
+
+    def at(idx: np.ndarray) -> np.ndarray:
+        """The rows of x of training examples idx."""
+        return idx if rows is None else rows[idx]
+
     per_epoch = steps_per_epoch(n, bs, config.drop_last)
     total_steps = per_epoch * config.epochs
     eval_every = config.eval_every
@@ -802,7 +812,7 @@ def _run(
                             if model.has_dropout else None)
                     t = time.perf_counter()
                     params, opt_state, chunk = run_steps(
-                        cur.params, cur.opt_state, x, y, np.concatenate(batches[b:b + k]), bs,
+                        cur.params, cur.opt_state, x, y, at(np.concatenate(batches[b:b + k])), bs,
                         np.array(kernel_lrs, dtype=np.float64), spec, model, keys)
                     target = _chunk_size(target, k, time.perf_counter() - t)
                     if not np.isfinite(chunk).all():
@@ -814,8 +824,8 @@ def _run(
                 else:
                     k, idx = 1, batches[b]
                     lr = float(schedule(step))
-                    value, grads = backprop_unchecked(ops, cur.params, model, x[idx], y[idx],
-                                                      key_of(step))
+                    value, grads = backprop_unchecked(ops, cur.params, model, x[at(idx)],
+                                                      y[at(idx)], key_of(step))
                     if not math.isfinite(value):
                         raise TrainingDiverged(
                             f"training loss is {value} at step {step} (epoch {cur.epoch}, batch "

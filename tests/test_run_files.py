@@ -56,6 +56,9 @@ def test_scalings_and_their_bad_input():
     np.testing.assert_allclose(z[:, 1:].mean(axis=0), 0, atol=1e-6)
     np.testing.assert_allclose(z[:, 1:].std(axis=0), 1, rtol=1e-5)
     assert np.all(z[:, 0] == 0)  # std 0 taken as 1: centred, not divided by zero
+    rows = np.arange(0, 50, 3)  # the statistics of these rows alone
+    part = fit_scaling("standardize", x, rows)
+    assert part == fit_scaling("standardize", x[rows]) and part != fit_scaling("standardize", x)
     assert "largest value is 16" in range_warning(x, "pixel")
     assert range_warning(x, 16) is None and range_warning(x, "standardize") is None
     with pytest.raises(ValueError, match="scale: expected one of"):

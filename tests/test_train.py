@@ -433,19 +433,25 @@ def test_validation_split_is_a_seeded_partition():
     assert validation_split(60_000, 1 / 12, 0)[1].size == 5_000
 
 
-def test_fit_holds_out_the_validation_part_and_measures_the_test_set_once():
+@pytest.mark.parametrize("path", ["compiled", "step by step", "numpy"])
+def test_fit_holds_out_the_validation_part_and_measures_the_test_set_once(path, monkeypatch):
     x, y, xt, yt = DATA
-    config = CONFIG._replace(val_fraction=0.2, epochs=2)
+    config = CONFIG._replace(val_fraction=0.2, epochs=2,
+                             backend="numpy" if path == "numpy" else CONFIG.backend)
+    if path == "step by step":
+        step_by_step(monkeypatch)
     state = fit(None, DATA, config)
     train, val = validation_split(300, 0.2, config.seed)
     # The same bits as training on the training part alone: the params and batch-order
     # streams are those of val_fraction 0, and the split is exactly `validation_split`'s.
+    # (fit gathers the training part's batches from x itself, by row: no copy of it.)
     alone = fit(None, (x[train], y[train], x[val], y[val]), config._replace(val_fraction=0.0))
     same_run(state, alone)
     assert state.step == 2 * 8  # ceil(240 / 32) batches an epoch
     h = state.history
-    assert (h.eval_loss[-1], h.eval_accuracy[-1]) == evaluate(state.params, x[val], y[val])
-    assert (state.test_loss, state.test_accuracy) == evaluate(state.params, xt, yt)
+    on = {"backend": config.backend}
+    assert (h.eval_loss[-1], h.eval_accuracy[-1]) == evaluate(state.params, x[val], y[val], **on)
+    assert (state.test_loss, state.test_accuracy) == evaluate(state.params, xt, yt, **on)
     assert state.test_loss != h.eval_loss[-1]
     # Without a test set there is nothing to measure; with val_fraction 0 the test set is
     # the evaluation set, as the notebook had it.
