@@ -167,7 +167,7 @@ def test_train_runs_compiled_chunks_with_the_outputs_of_the_step_loop(tmp_path, 
         assert np.array_equal([a.test_loss, a.test_accuracy], [b.test_loss, b.test_accuracy],
                               equal_nan=True)  # (nan in best.npz: saved mid-run)
     rows = [[{k: v for k, v in row.items() if k != "elapsed_s"}
-             for row in csv.DictReader((tmp_path / run_dir / "metrics.csv").open())]
+             for row in csv.DictReader(io.StringIO((tmp_path / run_dir / "metrics.csv").read_text()))]
             for run_dir in ("compiled", "steps")]
     assert rows[0] == rows[1] and [r["step"] for r in rows[0]][:4] == ["0", "4", "8", "10"]
     histories = [json.loads((tmp_path / run_dir / "history.json").read_text())
