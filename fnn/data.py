@@ -192,6 +192,11 @@ def _hf_cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
     return Path(hf_home).expanduser() / "datasets"
 
 
+def _arrays_root(cache_dir: str | os.PathLike[str] | None) -> Path:
+    """Where `fnn.arraycache` keeps the decoded arrays: never in the source folder."""
+    return _hf_cache_root(cache_dir) / "fnn-arrays"
+
+
 def _datasets_version() -> str:
     # Part of the key: a new datasets may map files to splits differently.
     try:
@@ -218,7 +223,7 @@ def _load_uint8(
     kind, where = _resolve_source(source)
     if revision is not None and kind == "local":
         raise ValueError(f"revision={revision!r} applies to hub ids only, not to {where}")
-    root = _hf_cache_root(cache_dir) / "fnn-arrays"
+    root = _arrays_root(cache_dir)
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     keys: dict[str, tuple[str, str]] = {}
@@ -288,7 +293,7 @@ def needs_decoding(
         return False
     if kind != "local":
         return False
-    root = _hf_cache_root(cache_dir) / "fnn-arrays"
+    root = _arrays_root(cache_dir)
     state = arraycache.folder_state(where)
     return not all(
         arraycache.has(root, _entry_key(kind, where, None, split, image_column, label_column,
