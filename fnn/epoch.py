@@ -400,8 +400,9 @@ def run_epoch(
     work = _workspace(ws, y, batch_size, codes, thresh, team, kind == 0 and not spec.weight_decay,
                       packing)
     args = (ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
-            kind, bool(spec.weight_decay), hyper, step_scalars, codes, model.loss.code,
-            thresh, scales, bases, packing,
+            kind, bool(spec.weight_decay), hyper, step_scalars,
+            None if _plain_relu(codes) else codes, model.loss.code,
+            thresh if thresh.any() else None, scales, bases, packing,
             work, kernels.scratch_size(tuple(d for p in params for d in p.w.shape), batch_size),
             losses)
     # Ctrl-C waits for the kernel (raised inside numba's dispatcher it would be a
@@ -417,6 +418,14 @@ def run_epoch(
     new_slots = tuple(tuple(Layer(freeze(w), freeze(b)) for w, b in zip(*copy))
                       for copy in copies)
     return new_params, new_slots, losses
+
+
+def _plain_relu(codes: np.ndarray) -> bool:
+    """Whether activation codes (layers,) are ReLU hidden layers and an identity output:
+    `kernels.train_epoch` then takes None for them (see there)."""
+    from . import kernels
+
+    return bool(np.all(codes[:-1] == kernels.RELU_CODE) and codes[-1] == kernels.IDENTITY_CODE)
 
 
 def sgd_epoch_unchecked(

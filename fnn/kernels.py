@@ -1017,10 +1017,15 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
     Returns -1 when done, the first row of the batch that holds a NaN or an infinity
     (nothing is updated then), or -2 when the team was aborted.
     s1ws, s1bs, s2ws, s2bs, lr, kind, decay, hyper, step: the optimizer (see `_update`);
-    codes: (layers,) the activation code of each layer (the last: identity); loss_code;
-    thresh, scales: (layers,) dropout threshold (0: none) and 1 / (1 - p) of each
-    layer's input; bases: (layers,) this step's mask streams (`fnn.dropout.layer_base`);
-    packing: PACKING or None (`packing_for` the net's widest layer); work: see `train_epoch`;
+    codes: (layers,) the activation code of each layer (the last: identity), or None for
+    ReLU hidden layers and an identity output; loss_code; thresh, scales: (layers,)
+    dropout threshold (0: none) and 1 / (1 - p) of each layer's input, thresh None for
+    no dropout at all; bases: (steps, layers) each step's mask streams
+    (`fnn.dropout.layer_base`). A None is a type of its own, so numba prunes the
+    branches it rules out and compiles none of their code (the other activations,
+    dropout): for the notebook's net 4 kernels fewer, the first `sgd_epoch` compiled in
+    7.0-7.1 s instead of 7.9-8.0 s (A/B, 23:50 UTC). packing: PACKING or None
+    (`packing_for` the net's widest layer); work: see `train_epoch`;
     scratch: this thread's own buffer for the products (`scratch_size`).
 
     A product large enough to pack (`_packs`) is packed by the whole team when there is
@@ -1047,14 +1052,14 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
         w = ws[l]
         d_in, d_out = w.shape
         h = ins[l][:size]
-        if thresh[l] > 0:
+        if thresh is not None and thresh[l] > 0:
             src = xb[:size] if l == 0 else outs[l - 1][:size]
             drop = drops[l][:size]
-            _drop_rows(drop, bases[l], thresh[l], scales[l], lo, hi)
+            _drop_rows(drop, bases[s, l], thresh[l], scales[l], lo, hi)
             for r in range(lo, hi):
                 for i in range(d_in):
                     h[r, i] = src[r, i] * drop[r, i]
-        if l > 0 or thresh[0] > 0:  # the gather made the input's masks
+        if l > 0 or (thresh is not None and thresh[0] > 0):  # the gather made x's masks
             _input_masks(h, hmasks[l], cbits[l][tid * words:(tid + 1) * words], lo, hi,
                          not _narrow(size, d_out), not _narrow(d_in, d_out))
         z = zs[l][:size]
@@ -1064,9 +1069,9 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
             _pack_tiles(w, _bool(False), pre, tid, team)
             if not barrier(sync, team):  # every tile packed before anyone reads one
                 return -2
-        _linear_into(h, hmasks[l][:size], w, bs[l], z, codes[l] == _RELU, packing, lo, hi,
-                     scratch, pre)
-        if codes[l] != _RELU and codes[l] != _IDENTITY:
+        relu = l < n_layers - 1 if codes is None else codes[l] == _RELU
+        _linear_into(h, hmasks[l][:size], w, bs[l], z, relu, packing, lo, hi, scratch, pre)
+        if codes is not None and codes[l] != _RELU and codes[l] != _IDENTITY:
             _activate_rows(z, outs[l][:size], codes[l], lo, hi)
     _loss_rows(outs[n_layers - 1][:size], yb[:size], loss_code, deltas[n_layers - 1][:size],
                terms[:size], lo, hi)
@@ -1086,9 +1091,9 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
                 if not barrier(sync, team):
                     return -2
             _matmul_t_into(delta, masks, w, below, packing, lo, hi, scratch, pre)
-            if codes[l - 1] == _RELU:
+            if codes is None or codes[l - 1] == _RELU:
                 _relu_mask_rows(below, ins[l][:size], lo, hi)
-                if thresh[l] > 0:
+                if thresh is not None and thresh[l] > 0:
                     _times_rows(below, drops[l][:size], lo, hi)
             else:
                 _act_backward_rows(below, zs[l - 1][:size], outs[l - 1][:size], codes[l - 1],
@@ -1168,8 +1173,9 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
     x: (N, d_in); order: (n,) int64 rows of x; lrs: (steps,) one learning rate per step,
     of the params' dtype. The last batch holds the remaining n % batch_size rows, if any.
     y: (N,) int64 labels, or (N, k) float targets of an elementwise loss. codes,
-    loss_code, thresh, scales: the model (see `_train_step`); bases: (steps, layers)
-    uint64, each step's dropout streams; packing: PACKING or None (`packing_for`).
+    loss_code, thresh, scales: the model, codes and thresh None where they are the
+    notebook's (see `_train_step`); bases: (steps, layers) uint64, each step's dropout
+    streams; packing: PACKING or None (`packing_for`).
     work: the buffers that the threads share, for a batch of B = min(batch_size, n) rows
     and W = ceil(B / 64) mask words (`fnn.epoch` makes them): (xb (B, d_in), yb like
     y[:B], terms (B, 1 or k) float64, flags (team,) int64, then tuples over the layers:
@@ -1223,7 +1229,7 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
                 _prefetch(x, order[k], i)
         status = _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lrs[s], kind,
                              decay, hyper, step_scalars[s], codes, loss_code, thresh, scales,
-                             bases[s], packing, work, scratch, sync, tid, team)
+                             bases, packing, work, scratch, sync, tid, team)
         if status == -2:
             return -2
         if status >= 0:

@@ -11,6 +11,13 @@ differences compound.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -179,3 +186,32 @@ def test_sgd_epoch_rejects_a_non_finite_row_it_uses_and_ignores_rows_it_does_not
     assert_same_bits(sgd_epoch(params, x, y, order, 2, 0.1)[0],
                      sgd_epoch(params, clean, y, order, 2, 0.1)[0])
 
+
+
+# Compiled afresh in a subprocess (a kernel loaded from the cache brings its callees
+# inside its own code, so only a compile shows which were needed).
+_PRUNED = textwrap.dedent("""
+    import json, numpy as np, fnn
+    from fnn import kernels
+    from fnn.epoch import sgd_epoch
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 20)), rng.integers(0, 3, 40)
+    sgd_epoch(fnn.init_params(0, (20, 16, 8, 3), dtype=np.float64), x, y, np.arange(40), 8, 0.1)
+    print(json.dumps({name: len(getattr(kernels, name).overloads) for name in
+                      ("_activate_rows", "_act_backward_rows", "_drop_rows", "_times_rows",
+                       "_relu_mask_rows", "train_epoch")}))
+""")
+
+
+def test_the_notebooks_net_compiles_no_code_of_other_activations_or_dropout(tmp_path):
+    # ReLU hidden layers, identity output, no dropout: the epoch takes None for the codes
+    # and the thresholds, and numba prunes the branches that need them.
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _PRUNED], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    compiled = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert compiled == {"_activate_rows": 0, "_act_backward_rows": 0, "_drop_rows": 0,
+                        "_times_rows": 0, "_relu_mask_rows": 1, "train_epoch": 1}
