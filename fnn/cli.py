@@ -427,7 +427,10 @@ def _decode_aside(run: dict[str, Any]) -> Any:
         return None
     process = multiprocessing.get_context("fork").Process(
         target=_decode, args=(run,), name="fnn-decode", daemon=True)
-    process.start()
+    try:
+        process.start()
+    except OSError:  # no process to be had (a process limit): this one decodes, as before
+        return None
     return process
 
 

@@ -369,6 +369,20 @@ def test_a_first_run_decodes_its_images_in_a_forked_process(tmp_path, digits_fol
     assert same_params(a.params, c.params) and same_params(b.params, c.params)
 
 
+def test_no_process_to_fork_leaves_the_decode_to_this_process(tmp_path, digits_folder,
+                                                             monkeypatch):
+    import multiprocessing.context
+
+    def refuse(self):
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # fork's EAGAIN
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", refuse)
+    run_opts = {**fnn.cli.DATA_DEFAULTS, "dataset": str(digits_folder)}
+    assert fnn.cli._decode_aside(run_opts) is None
+
+
 def test_a_failed_decode_aside_reports_once_from_the_parent(tmp_path, digits_folder):
     path = digits_folder / "data" / "test-00000-of-00001.parquet"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
