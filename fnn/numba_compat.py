@@ -14,9 +14,8 @@ numba release may move or change. If one is missing, its fallback takes over: a 
 array instead of the stack tile, `llvmlite`'s own intrinsic declaration for the FMA, no
 prefetch, a loop for the trailing zeros, the array as it is, no atomics (`ATOMICS`
 False: a team is one thread, the kernels never call them), and numba's own compiler. A
-fallback costs
-speed or compile time, never the import and never a result (the same operations in the
-same order: the bits do not change). `FALLBACKS` names the ones in use;
+fallback costs speed or compile time, never the import and never a result (the same
+operations in the same order: the bits do not change). `FALLBACKS` names the ones in use;
 tests/test_numba_compat.py runs the kernels on each.
 """
 
@@ -148,6 +147,10 @@ def jit(**options: Any) -> Any:
     return nb.njit(**options)
 
 
+# The decorator of a fallback below: a plain numba function, inlined where it is called.
+_fallback = nb.njit(cache=True, nogil=True, inline="always")
+
+
 def _declare(builder: Any, name: str, fnty: ir.FunctionType) -> Any:
     """The function `name` of the module being built, declared once."""
     if cgutils is not None:
@@ -214,7 +217,7 @@ def stack_tile(size: int) -> Any:
         return _make_stack_tile(size)
     FALLBACKS.append("stack_tile")
 
-    @nb.njit(cache=True, nogil=True, inline="always")
+    @_fallback
     def heap_tile(like):  # type: ignore[no-untyped-def]
         return np.empty(size, dtype=like.dtype)
 
@@ -240,7 +243,7 @@ if impl_ret_borrowed is not None:
 else:  # pragma: no cover - depends on the numba release
     FALLBACKS.append("writable")
 
-    @nb.njit(cache=True, nogil=True, inline="always")
+    @_fallback
     def writable(arr):  # type: ignore[no-untyped-def]
         return arr
 
@@ -269,7 +272,7 @@ if cgutils is not None:
 else:  # pragma: no cover - depends on the numba release
     FALLBACKS.append("prefetch")
 
-    @nb.njit(cache=True, nogil=True, inline="always")
+    @_fallback
     def prefetch(arr, i, j):  # type: ignore[no-untyped-def]
         pass
 
@@ -277,7 +280,7 @@ else:  # pragma: no cover - depends on the numba release
 if trailing_zeros is None:  # pragma: no cover - depends on the numba release
     FALLBACKS.append("trailing_zeros")
 
-    @nb.njit(cache=True, nogil=True, inline="always")
+    @_fallback
     def trailing_zeros(m):  # type: ignore[no-untyped-def]
         """The number of trailing zero bits of the uint64 m (m != 0), as a uint64."""
         one = np.uint64(1)
@@ -370,21 +373,21 @@ def _no_atomics() -> tuple[Any, Any, Any, Any]:  # pragma: no cover - numba-rele
     """Plain (non-atomic) stand-ins: they compile, and only a team of one runs, which
     never calls them."""
 
-    @nb.njit(cache=True, nogil=True, inline="always")
+    @_fallback
     def atomic_add(arr, i, v):  # type: ignore[no-untyped-def]
         old = arr[i]
         arr[i] = old + v
         return old
 
-    @nb.njit(cache=True, nogil=True, inline="always")
+    @_fallback
     def atomic_load(arr, i):  # type: ignore[no-untyped-def]
         return arr[i]
 
-    @nb.njit(cache=True, nogil=True, inline="always")
+    @_fallback
     def atomic_store(arr, i, v):  # type: ignore[no-untyped-def]
         arr[i] = v
 
-    @nb.njit(cache=True, nogil=True, inline="always")
+    @_fallback
     def cpu_relax(spins):  # type: ignore[no-untyped-def]
         pass
 
