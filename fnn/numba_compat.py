@@ -1,19 +1,21 @@
 """The numba internals that fnn's kernels use, in one place, each with a fallback.
 
-The kernels need seven things numba's public API does not offer: an accumulator array on
+The kernels need eight things numba's public API does not offer: an accumulator array on
 the stack (so that LLVM keeps it in registers), a fused multiply-add that is an explicit
 IEEE 754 operation (never a licence to reassociate), a prefetch hint, count-trailing-
 zeros, a read-only array retyped writable (so that one compiled kernel serves read-only
 and writable callers), atomic loads, stores and adds on an int64 array with a CPU
-yield (the barrier of `fnn.team`, where threads share one kernel), and a compiler that
+yield (the barrier of `fnn.team`, where threads share one kernel), a compiler that
 optimises each kernel's code once (`jit`: numba re-optimises every callee inside each
-caller). They are built here from numba internals (`numba.core.cgutils`,
+caller), and cache entries that processes compiling at once cannot mix up (`jit`'s
+lock). They are built here from numba internals (`numba.core.cgutils`,
 `numba.np.arrayobj.populate_array`, `numba.cpython.unsafe.numbers.trailing_zeros`,
-`numba.core.imputils.impl_ret_borrowed`, `numba.core.codegen.JITCodeLibrary`) that a
-numba release may move or change. If one is missing, its fallback takes over: a heap
-array instead of the stack tile, `llvmlite`'s own intrinsic declaration for the FMA, no
-prefetch, a loop for the trailing zeros, the array as it is, no atomics (`ATOMICS`
-False: a team is one thread, the kernels never call them), and numba's own compiler. A
+`numba.core.imputils.impl_ret_borrowed`, `numba.core.codegen.JITCodeLibrary`, the
+dispatcher's `_cache._cache_file`) that a numba release may move or change. If one is
+missing, its fallback takes over: a heap array instead of the stack tile, `llvmlite`'s
+own intrinsic declaration for the FMA, no prefetch, a loop for the trailing zeros, the
+array as it is, no atomics (`ATOMICS` False: a team is one thread, the kernels never
+call them), numba's own compiler, and numba's own unlocked cache. A
 fallback costs speed or compile time, never the import and never a result (the same
 operations in the same order: the bits do not change). `FALLBACKS` names the ones in use;
 tests/test_numba_compat.py runs the kernels on each.
@@ -21,6 +23,7 @@ tests/test_numba_compat.py runs the kernels on each.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from typing import Any
@@ -138,13 +141,66 @@ else:  # pragma: no cover - depends on the numba release
 def jit(**options: Any) -> Any:
     """The decorator of every fnn kernel: numba's `njit`, cached, releasing the GIL,
     with numpy's error model (a division by zero gives inf or nan, as in NumPy, with no
-    test per division), compiled by the compiler above; `options` adds to or overrides
-    these. Fallback: numba's own compiler (a slower compile, the same machine code but
-    for what LLVM inlines across kernels; the same bits)."""
+    test per division), compiled by the compiler above, its cache entries saved and
+    loaded under a lock (`_lock_cache`); `options` adds to or overrides these.
+    Fallbacks: numba's own compiler (a slower compile, the same machine code but for
+    what LLVM inlines across kernels; the same bits); numba's own unlocked cache."""
     options = {"cache": True, "nogil": True, "error_model": "numpy", **options}
     if _KERNEL_COMPILER is not None:
         options.setdefault("pipeline_class", _KERNEL_COMPILER)
-    return nb.njit(**options)
+    decorate = nb.njit(**options)
+
+    def kernel(func: Any) -> Any:
+        dispatcher = decorate(func)
+        _lock_cache(dispatcher)
+        return dispatcher
+
+    return kernel
+
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
+    FALLBACKS.append("cache_lock")
+
+
+def _lock_cache(dispatcher: Any) -> None:
+    """Make each save to the dispatcher's numba cache hold an exclusive lock, and each
+    load a shared one (`flock` on one file in the cache's folder).
+
+    Why: numba names a new entry's data file after the entries of the index it has just
+    read, so two processes that save overloads of one function at once (two first runs
+    of different configs, the workers of a sweep on a local Dask cluster) can pick the
+    same name: the index then sends one signature to the machine code of the other
+    (numba/numba#10128; a planted delay shows it in tests/test_numba_compat.py). A load
+    between another process's index write and its data write could read a stale file.
+    Within one process numba's compiler lock already orders them."""
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if fcntl is None or cache_file is None:  # (None: caching off, NUMBA_DISABLE_JIT)
+        return
+    if not all(hasattr(cache_file, name) for name in ("save", "load", "_cache_path")):
+        if "cache_lock" not in FALLBACKS:  # pragma: no cover - numba-release dependent
+            FALLBACKS.append("cache_lock")
+        return
+    lock = os.path.join(cache_file._cache_path, "fnn-cache.lock")
+
+    def locked(call: Any, mode: int) -> Any:
+        def run(*args: Any) -> Any:
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:  # an unwritable folder: numba saves nothing there either
+                return call(*args)
+            try:
+                with contextlib.suppress(OSError):  # no locks here (some NFS): as numba
+                    fcntl.flock(fd, mode)
+                return call(*args)
+            finally:
+                os.close(fd)  # (releases the lock)
+        return run
+
+    cache_file.save = locked(cache_file.save, fcntl.LOCK_EX)
+    cache_file.load = locked(cache_file.load, fcntl.LOCK_SH)
 
 
 # The decorator of a fallback below: a plain numba function, inlined where it is called.

@@ -100,3 +100,76 @@ def test_kernels_call_the_kernels_below_them_and_inline_numbas_helpers(tmp_path)
     assert any("kernels7_narrow" in name for name in called["linear"])  # (mangled name)
     # The loop of the product: nothing but LLVM intrinsics and NRT's reference counts.
     assert [name for name in called["tile_sums"] if not name.startswith(("llvm.", "NRT_"))] == []
+
+
+# Two processes save overloads of one cached function at once. Delays planted in numba's
+# cache writes order them: both read the (empty) index; the float32 process writes its
+# index entry first and its data file last, the float64 process in between. Each
+# process checks its results and prints how many times it compiled the function; a
+# third process then calls both overloads.
+_RACED = textwrap.dedent("""
+    import numba
+    from fnn.numba_compat import jit
+
+    decorate = jit() if LOCKED else numba.njit(cache=True)
+
+    @decorate
+    def plus_one(x):
+        return x + 1
+""")
+_RACER = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    from numba.core import caching, event
+    index_delay, data_delay, dtype, folder = sys.argv[1:]
+    cls = caching.IndexDataCacheFile
+    save_index, save_data = cls._save_index, cls._save_data
+
+    def slow_index(self, overloads):
+        time.sleep(float(index_delay))
+        save_index(self, overloads)
+
+    def slow_data(self, name, data):
+        time.sleep(float(data_delay))
+        save_data(self, name, data)
+
+    cls._save_index, cls._save_data = slow_index, slow_data
+    sys.path.insert(0, folder)
+    from raced import plus_one
+    compiled = []
+    with event.install_recorder("numba:compile") as rec:
+        for dt in dtype.split(","):
+            out = plus_one(np.arange(3, dtype=dt))
+            assert out.dtype == dt and out.tolist() == [1, 2, 3], (dt, out)
+    print(json.dumps(len([e for _, e in rec.buffer if e.is_start
+                          and e.data["dispatcher"].py_func is plus_one.py_func])))
+""")
+
+
+def _race(tmp_path: Path, locked: bool) -> subprocess.CompletedProcess:
+    """The third process, run after the race."""
+    folder = tmp_path / ("locked" if locked else "plain")
+    folder.mkdir()
+    (folder / "raced.py").write_text(f"LOCKED = {locked}\n" + _RACED)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(folder / "cache"), "PYTHONPATH": str(ROOT)}
+    racers = [subprocess.Popen([sys.executable, "-c", _RACER, index, data, dt, str(folder)],
+                               env=env, stdout=subprocess.PIPE, text=True)
+              for index, data, dt in (("1.0", "1.0", "float32"), ("1.3", "0", "float64"))]
+    for p in racers:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0 and json.loads(out) == 1  # each compiled its own
+    return subprocess.run([sys.executable, "-c", _RACER, "0", "0", "float32,float64",
+                           str(folder)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_processes_compiling_at_once_leave_every_cache_entry_whole(tmp_path):
+    # numba's own cache (the control): the float64 entry of the index names the data file
+    # that the float32 process then overwrites, so float64 calls get float32 machine code
+    # (numba/numba#10128); numba fails to unbox the argument.
+    plain = _race(tmp_path, locked=False)
+    assert plain.returncode != 0, plain.stdout
+    # fnn's kernels' cache (`numba_compat._lock_cache`): the saves take turns, and both
+    # overloads load, right, with no compile.
+    locked = _race(tmp_path, locked=True)
+    assert locked.returncode == 0, locked.stderr[-2000:]
+    assert json.loads(locked.stdout) == 0
