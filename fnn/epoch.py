@@ -397,13 +397,14 @@ def run_epoch(
     team = chooser.pick(threads_for(params, batch_size)) if chooser else int(threads)
     losses = np.empty(steps)
     packing = kernels.packing_for(max(p.w.shape[1] for p in params))
+    widths = tuple(d for p in params for d in p.w.shape)
     work = _workspace(ws, y, batch_size, codes, thresh, team, kind == 0 and not spec.weight_decay,
                       packing)
     args = (ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
             kind, bool(spec.weight_decay), hyper, step_scalars,
             None if _plain_relu(codes) else codes, model.loss.code,
             thresh if thresh.any() else None, scales, bases, packing,
-            work, kernels.scratch_size(tuple(d for p in params for d in p.w.shape), batch_size),
+            work, np.empty((team, kernels.scratch_size(widths, batch_size)), dtype=dtype),
             losses)
     # Ctrl-C waits for the kernel (raised inside numba's dispatcher it would be a
     # SystemError and lose the result): then a KeyboardInterrupt, the inputs untouched.

@@ -977,6 +977,25 @@ def _loss_rows_impl(out, y, code, delta, terms, lo, hi):  # type: ignore[no-unty
         out, y, code, delta, terms, lo, hi)
 
 
+def _copy_target(yb, r, y, e):  # typed by the overload below
+    raise NotImplementedError
+
+
+@overload(_copy_target, inline="always")
+def _copy_target_impl(yb, r, y, e):  # type: ignore[no-untyped-def]
+    """yb[r] = y[e]: a label (n,), or a row of targets (n, k) element by element (an array
+    assignment would allocate a temporary, and `train_epoch` has no allocator)."""
+    if y.ndim == 1:
+        def label(yb, r, y, e):  # type: ignore[no-untyped-def]
+            yb[r] = y[e]
+        return label
+
+    def row(yb, r, y, e):  # type: ignore[no-untyped-def]
+        for j in range(y.shape[1]):
+            yb[r, j] = y[e, j]
+    return row
+
+
 @_inner
 def _input_masks(h, rows, own_bits, lo, hi, need_rows, need_cols):
     """The non-zero masks of h's rows [lo, hi): rows[r] = the row mask (`row_masks`) when
@@ -1157,10 +1176,14 @@ def _gather_row(x, e, xb, r, rows, bits):
     return not bad
 
 
-@_jit
+# No reference counting: every array train_epoch uses is its caller's, so it has no
+# reference to keep; numba would count them at every tuple unpacking and variable's end
+# (850 calls, half of its code). Its first compile took 0.3-0.5 s less, the epochs
+# the same time (`fnn.numba_compat.jit`'s `nrt`).
+@jit(nrt=False)
 def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, kind, decay,
                 hyper, step_scalars, codes, loss_code, thresh, scales, bases, packing, work,
-                scratch_len, losses, sync, tid, team):
+                scratches, losses, sync, tid, team):
     """Optimizer steps over the batches order[0:batch_size], order[batch_size:2*batch_size], ...
 
     In place on the weights ws, biases bs and the optimizer's state s1ws, s1bs (the
@@ -1188,9 +1211,10 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
     d_out) or (0, 0) for plain SGD, gbs (d_out,), and tiles: three 1-d of the params'
     dtype, two of `tiles_size` elements for a team of more than one thread (else empty),
     the third empty). losses: (steps,) float64, written with
-    the mean loss of each step. scratch_len: `scratch_size` of the net's widths and the
-    batch (each thread allocates its own once). sync, tid, team: this thread's place in the team
-    (`fnn.team.run`); each thread gathers and computes its share of every step.
+    the mean loss of each step. scratches: (team, `scratch_size` of the net's widths and
+    the batch) of the params' dtype, row tid this thread's own buffer for the products.
+    sync, tid, team: this thread's place in the team (`fnn.team.run`); each thread
+    gathers and computes its share of every step.
 
     Returns -1; or the first row of x in order that holds a NaN or an infinity, where
     the epoch stopped, before that step's update (the rows are checked as they are
@@ -1201,7 +1225,7 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
     steps = (n + batch_size - 1) // batch_size
     words = work[10][0].shape[1]
     own = cbits[0][tid * words:(tid + 1) * words]  # this thread's column bits of x
-    scratch = np.empty(scratch_len, dtype=x.dtype)  # this thread's own, for the products
+    scratch = scratches[tid]
     line = max(1, 64 // x.itemsize)  # elements per 64-byte cache line
     for s in range(steps):
         start = s * batch_size
@@ -1215,7 +1239,7 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
             e = order[start + r]
             if not _gather_row(x, e, xb, r, hmasks[0], own) and first == size:
                 first = r
-            yb[r] = y[e]
+            _copy_target(yb, r, y, e)
         flags[tid] = first
         # The next batch's rows are scattered over x (random rows cost ~15% of an MNIST
         # epoch): start loading this thread's share now, while this step computes. The

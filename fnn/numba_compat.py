@@ -1,23 +1,24 @@
 """The numba internals that fnn's kernels use, in one place, each with a fallback.
 
-The kernels need eight things numba's public API does not offer: an accumulator array on
+The kernels need nine things numba's public API does not offer: an accumulator array on
 the stack (so that LLVM keeps it in registers), a fused multiply-add that is an explicit
 IEEE 754 operation (never a licence to reassociate), a prefetch hint, count-trailing-
 zeros, a read-only array retyped writable (so that one compiled kernel serves read-only
-and writable callers), atomic loads, stores and adds on an int64 array with a CPU
-yield (the barrier of `fnn.team`, where threads share one kernel), a compiler that
-optimises each kernel's code once (`jit`: numba re-optimises every callee inside each
-caller), and cache entries that processes compiling at once cannot mix up (`jit`'s
-lock). They are built here from numba internals (`numba.core.cgutils`,
-`numba.np.arrayobj.populate_array`, `numba.cpython.unsafe.numbers.trailing_zeros`,
-`numba.core.imputils.impl_ret_borrowed`, `numba.core.codegen.JITCodeLibrary`, the
-dispatcher's `_cache._cache_file`) that a numba release may move or change. If one is
-missing, its fallback takes over: a heap array instead of the stack tile, `llvmlite`'s
-own intrinsic declaration for the FMA, no prefetch, a loop for the trailing zeros, the
-array as it is, no atomics (`ATOMICS` False: a team is one thread, the kernels never
-call them), numba's own compiler, and numba's own unlocked cache. A
-fallback costs speed or compile time, never the import and never a result (the same
-operations in the same order: the bits do not change). `FALLBACKS` names the ones in use;
+and writable callers), atomic loads, stores and adds on an int64 array with a CPU yield
+(the barrier of `fnn.team`, where threads share one kernel), a compiler that optimises
+each kernel's code once (`jit`: numba re-optimises every callee inside each caller), a
+kernel without reference counting (`jit(nrt=False)`), and cache entries that processes
+compiling at once cannot mix up (`jit`'s lock). They are built here from numba internals
+(`numba.core.cgutils`, `numba.np.arrayobj.populate_array`,
+`numba.cpython.unsafe.numbers.trailing_zeros`, `numba.core.imputils.impl_ret_borrowed`,
+`numba.core.codegen.JITCodeLibrary`, the `_nrt` option, the dispatcher's
+`_cache._cache_file`) that a numba release may move or change. If one is missing, its
+fallback takes over: a heap array instead of the stack tile, `llvmlite`'s own intrinsic
+declaration for the FMA, no prefetch, a loop for the trailing zeros, the array as it is,
+no atomics (`ATOMICS` False: a team is one thread, the kernels never call them), numba's
+own compiler, reference counting everywhere, and numba's own unlocked cache. A fallback
+costs speed or compile time, never the import and never a result (the same operations in
+the same order: the bits do not change). `FALLBACKS` names the ones in use;
 tests/test_numba_compat.py runs the kernels on each.
 """
 
@@ -138,14 +139,20 @@ else:  # pragma: no cover - depends on the numba release
     _KERNEL_COMPILER = None
 
 
-def jit(**options: Any) -> Any:
+def jit(*, nrt: bool = True, **options: Any) -> Any:
     """The decorator of every fnn kernel: numba's `njit`, cached, releasing the GIL,
     with numpy's error model (a division by zero gives inf or nan, as in NumPy, with no
     test per division), compiled by the compiler above, its cache entries saved and
     loaded under a lock (`_lock_cache`); `options` adds to or overrides these.
+    nrt=False: no reference counting in the kernel's own code (numba's `_nrt`), for a
+    kernel that allocates nothing and keeps no array; the kernels it calls count theirs
+    (numba would have them inherit the setting: `_nrt` is set on every kernel).
     Fallbacks: numba's own compiler (a slower compile, the same machine code but for
-    what LLVM inlines across kernels; the same bits); numba's own unlocked cache."""
+    what LLVM inlines across kernels; the same bits); numba's own unlocked cache;
+    reference counting everywhere (a slower compile)."""
     options = {"cache": True, "nogil": True, "error_model": "numpy", **options}
+    if _NRT_OPTION:
+        options["_nrt"] = nrt
     if _KERNEL_COMPILER is not None:
         options.setdefault("pipeline_class", _KERNEL_COMPILER)
     decorate = nb.njit(**options)
@@ -157,6 +164,15 @@ def jit(**options: Any) -> Any:
 
     return kernel
 
+
+try:
+    from numba.core.cpu import CPUTargetOptions
+
+    _NRT_OPTION = hasattr(CPUTargetOptions, "_nrt")  # (a mapping to the flag)
+except (ImportError, AttributeError):  # pragma: no cover - numba-release dependent
+    _NRT_OPTION = False
+if not _NRT_OPTION:  # pragma: no cover
+    FALLBACKS.append("nrt")
 
 try:
     import fcntl
