@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import fnn
-from fnn import numba_compat
+from fnn import kernels, numba_compat, team
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,3 +173,40 @@ def test_processes_compiling_at_once_leave_every_cache_entry_whole(tmp_path):
     locked = _race(tmp_path, locked=True)
     assert locked.returncode == 0, locked.stderr[-2000:]
     assert json.loads(locked.stdout) == 0
+
+
+def _inlining(x, masks, words):
+    """Inlines fnn's `inline="always"` helpers at several sites, one inside a loop."""
+    lo, hi = team.share(x.shape[0], 8, 0, 2)
+    for r in range(lo, hi):
+        kernels._row_mask_words(x, r, masks, r)
+        kernels._set_col_bits(x, r, words[r // 64], np.uint64(r % 64))
+    kernels._row_mask_words(x, 0, masks, hi)
+    return hi
+
+
+def test_inlining_without_copies_compiles_the_same_machine_code():
+    # fnn's compiler and the same compiler with numba's copying inliner, uncached: the
+    # same machine code but for names, and the same results.
+    import re
+
+    import numba
+
+    x = np.random.default_rng(0).standard_normal((70, 130)).astype(np.float32)
+    x[x < 0.5] = 0
+
+    def compiled(pipeline):
+        kernel = numba.njit(pipeline_class=pipeline, nogil=True, error_model="numpy")(_inlining)
+        masks, words = np.zeros((71, 3), np.uint64), np.zeros((2, 130), np.uint64)
+        hi = kernel(x, masks, words)
+        sig = kernel.signatures[0]
+        passes = " ".join(kernel.get_metadata(sig)["pipeline_times"]["nopython"])
+        code = re.sub(r"_ZN\w+|\.Ltmp\d+|\.LBB\w+|\.LCPI\w+", "_", kernel.inspect_asm(sig))
+        return (code, "fnn_inline_inlinables" in passes), hi, masks, words
+
+    ours, *result = compiled(numba_compat._KERNEL_COMPILER)
+    theirs, *expected = compiled(numba_compat._kernel_compiler(copies=True))
+    assert ours[1] and not theirs[1]  # (the two inliners did run)
+    assert ours[0] == theirs[0]
+    assert all(np.array_equal(a, b) for a, b in zip(result, expected))
+    assert result[1].any() and result[2].any()
