@@ -6,12 +6,13 @@ IEEE 754 operation (never a licence to reassociate), a prefetch hint, count-trai
 zeros, a read-only array retyped writable (so that one compiled kernel serves read-only
 and writable callers), atomic loads, stores and adds on an int64 array with a CPU yield
 (the barrier of `fnn.team`, where threads share one kernel), a compiler that optimises
-each kernel's code once (`jit`: numba re-optimises every callee inside each caller), a
-kernel without reference counting (`jit(nrt=False)`), and cache entries that processes
-compiling at once cannot mix up (`jit`'s lock). They are built here from numba internals
-(`numba.core.cgutils`, `numba.np.arrayobj.populate_array`,
-`numba.cpython.unsafe.numbers.trailing_zeros`, `numba.core.imputils.impl_ret_borrowed`,
-`numba.core.codegen.JITCodeLibrary`, the `_nrt` option, the dispatcher's
+each kernel's code once (`jit`: numba re-optimises every callee inside each caller) and
+inlines without copying IR, a kernel without reference counting (`jit(nrt=False)`), and
+cache entries that processes compiling at once cannot mix up (`jit`'s lock). They are
+built here from numba internals (`numba.core.cgutils`,
+`numba.np.arrayobj.populate_array`, `numba.cpython.unsafe.numbers.trailing_zeros`,
+`numba.core.imputils.impl_ret_borrowed`, `numba.core.codegen.JITCodeLibrary`,
+`numba.core.untyped_passes.InlineInlinables`, the `_nrt` option, the dispatcher's
 `_cache._cache_file`) that a numba release may move or change. If one is missing, its
 fallback takes over: a heap array instead of the stack tile, `llvmlite`'s own intrinsic
 declaration for the FMA, no prefetch, a loop for the trailing zeros, the array as it is,
