@@ -102,11 +102,12 @@ def test_kernels_call_the_kernels_below_them_and_inline_numbas_helpers(tmp_path)
     assert [name for name in called["tile_sums"] if not name.startswith(("llvm.", "NRT_"))] == []
 
 
-# Two processes save overloads of one cached function at once. Delays planted in numba's
-# cache writes order them: both read the (empty) index; the float32 process writes its
-# index entry first and its data file last, the float64 process in between. Each
-# process checks its results and prints how many times it compiled the function; a
-# third process then calls both overloads.
+# Two processes save overloads of one cached function at once, their steps ordered by
+# marker files planted in numba's cache writes (each wait gives up after 2 s, so that a
+# lock that serialises the saves makes them wait, not hang): both read the (empty) index;
+# the float32 process ("a") writes its index entry first and its data file last, the
+# float64 process ("b") in between. Each checks its results and prints how many times it
+# compiled the function; a third process ("-") then calls both overloads.
 _RACED = textwrap.dedent("""
     import numba
     from fnn.numba_compat import jit
@@ -118,25 +119,37 @@ _RACED = textwrap.dedent("""
         return x + 1
 """)
 _RACER = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
     import numpy as np
     from numba.core import caching, event
-    index_delay, data_delay, dtype, folder = sys.argv[1:]
+    role, dtype, folder = sys.argv[1:]
     cls = caching.IndexDataCacheFile
     save_index, save_data = cls._save_index, cls._save_data
 
-    def slow_index(self, overloads):
-        time.sleep(float(index_delay))
+    def mark(name):
+        open(os.path.join(folder, name), "w").close()
+
+    def wait(name):
+        end = time.monotonic() + 2.0
+        while not os.path.exists(os.path.join(folder, name)) and time.monotonic() < end:
+            time.sleep(0.01)
+
+    def planted_index(self, overloads):  # (the index has just been read)
+        mark(role + "_read")
+        wait("b_read" if role == "a" else "a_index")
         save_index(self, overloads)
+        mark(role + "_index")
 
-    def slow_data(self, name, data):
-        time.sleep(float(data_delay))
+    def planted_data(self, name, data):
+        if role == "a":
+            wait("b_data")
         save_data(self, name, data)
+        mark(role + "_data")
 
-    cls._save_index, cls._save_data = slow_index, slow_data
+    if role != "-":
+        cls._save_index, cls._save_data = planted_index, planted_data
     sys.path.insert(0, folder)
     from raced import plus_one
-    compiled = []
     with event.install_recorder("numba:compile") as rec:
         for dt in dtype.split(","):
             out = plus_one(np.arange(3, dtype=dt))
@@ -152,13 +165,13 @@ def _race(tmp_path: Path, locked: bool) -> subprocess.CompletedProcess:
     folder.mkdir()
     (folder / "raced.py").write_text(f"LOCKED = {locked}\n" + _RACED)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(folder / "cache"), "PYTHONPATH": str(ROOT)}
-    racers = [subprocess.Popen([sys.executable, "-c", _RACER, index, data, dt, str(folder)],
+    racers = [subprocess.Popen([sys.executable, "-c", _RACER, role, dt, str(folder)],
                                env=env, stdout=subprocess.PIPE, text=True)
-              for index, data, dt in (("1.0", "1.0", "float32"), ("1.3", "0", "float64"))]
+              for role, dt in (("a", "float32"), ("b", "float64"))]
     for p in racers:
         out, _ = p.communicate(timeout=120)
         assert p.returncode == 0 and json.loads(out) == 1  # each compiled its own
-    return subprocess.run([sys.executable, "-c", _RACER, "0", "0", "float32,float64",
+    return subprocess.run([sys.executable, "-c", _RACER, "-", "float32,float64",
                            str(folder)], env=env, capture_output=True, text=True, timeout=120)
 
 
