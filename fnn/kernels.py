@@ -57,7 +57,7 @@ from . import activations as _acts
 from . import dropout as _dropout
 from . import losses as _losses
 from .numba_compat import fma as _fma
-from .numba_compat import jit, stack_tile, trailing_zeros, writable
+from .numba_compat import jit, stack_tile, strided, trailing_zeros, writable
 from .numba_compat import prefetch as _prefetch
 from .team import barrier, share
 
@@ -304,8 +304,11 @@ def _sparse_matmul(left, masks, right, transposed, bias, out, mode, scale, packi
     module doc), where r is right, or right.T when `transposed`; the other rows of out
     are not touched.
 
-    left: (n, k), any layout; masks: (n, ceil(k / 64)) uint64, the non-zeros of left's
-    rows (`row_masks(left)`); right: C-contiguous, (k, d) or (d, k) when transposed;
+    left: (n, k), any layout, typed so by the callers (`strided`: one compiled product
+    for x, delta and a.T; it reads left an element at a time, where its layout saved
+    0-1.5%: 784 x 800 forward 631 vs 621 us, 34.9 vs 34.2 us at 784 x 64); masks: (n,
+    ceil(k / 64)) uint64, the non-zeros of left's rows (`row_masks(left)`); right:
+    C-contiguous, (k, d) or (d, k) when transposed;
     bias: (d,); out: (n, d), written. mode ASSIGN: out = s + bias; RELU: out = ReLU(s +
     bias); SUBTRACT: out = out - scale * s, where s = sum over i with bit i of masks[o]
     set, ascending, of left[o, i] * r[i, :]. Row o of out depends on row o of left and
@@ -459,7 +462,7 @@ def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch, tiles):
                 z = out[r, j] + b[j]
                 out[r, j] = z if mode == ASSIGN or z > 0 else 0
     else:
-        _sparse_matmul(x, masks, w, _bool(False), b, out, mode, zero, packing, lo, hi,
+        _sparse_matmul(strided(x), masks, w, _bool(False), b, out, mode, zero, packing, lo, hi,
                        scratch, tiles)
 
 
@@ -492,8 +495,8 @@ def _matmul_t_into(delta, masks, w, out, packing, lo, hi, scratch, tiles):
     """Rows [lo, hi) of `matmul_t` into out (n, d_in), given masks = row_masks(delta):
     w.T is packed from w tile by tile (no transposed copy of w)."""
     zeros, zero = np.zeros(w.shape[0], dtype=w.dtype), w.dtype.type(0)
-    _sparse_matmul(delta, masks, w, _bool(True), zeros, out, _int(ASSIGN), zero, packing,
-                   lo, hi, scratch, tiles)
+    _sparse_matmul(strided(delta), masks, w, _bool(True), zeros, out, _int(ASSIGN), zero,
+                   packing, lo, hi, scratch, tiles)
 
 
 @_jit
@@ -581,11 +584,11 @@ def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratc
             # epoch against 56-61 ms).
             a_t = _carve_tail(scratch, hi - lo, n, (n + hi - lo) * TILE)
             _transpose_cols(a, lo, hi, a_t)
-            _sparse_matmul(a_t, masks[lo:hi], delta, _bool(False), zeros, out[lo:hi], mode,
-                           scale, packing, _int(0), hi - lo, scratch, _no_scratch(delta))
+            _sparse_matmul(strided(a_t), masks[lo:hi], delta, _bool(False), zeros, out[lo:hi],
+                           mode, scale, packing, _int(0), hi - lo, scratch, _no_scratch(delta))
         else:
-            _sparse_matmul(a.T, masks, delta, _bool(False), zeros, out, mode, scale, packing,
-                           lo, hi, scratch, _no_scratch(delta))
+            _sparse_matmul(strided(a.T), masks, delta, _bool(False), zeros, out, mode, scale,
+                           packing, lo, hi, scratch, _no_scratch(delta))
 
 
 @_inline

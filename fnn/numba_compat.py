@@ -3,24 +3,24 @@
 The kernels need nine things numba's public API does not offer: an accumulator array on
 the stack (so that LLVM keeps it in registers), a fused multiply-add that is an explicit
 IEEE 754 operation (never a licence to reassociate), a prefetch hint, count-trailing-
-zeros, a read-only array retyped writable (so that one compiled kernel serves read-only
-and writable callers), atomic loads, stores and adds on an int64 array with a CPU yield
-(the barrier of `fnn.team`, where threads share one kernel), a compiler that optimises
-each kernel's code once (`jit`: numba re-optimises every callee inside each caller) and
-inlines without copying IR, a kernel without reference counting (`jit(nrt=False)`), and
+zeros, a read-only array retyped writable or of any layout (so that one compiled kernel
+serves read-only and writable callers, C and F operands), atomic loads, stores and adds
+on an int64 array with a CPU yield (the barrier of `fnn.team`, where threads share one
+kernel), a compiler that optimises each kernel's code once (`jit`: numba re-optimises
+every callee inside each caller), inlines without copying IR and makes machine code only
+of the kernels Python calls, a kernel without reference counting (`jit(nrt=False)`), and
 cache entries that processes compiling at once cannot mix up (`jit`'s lock). They are
-built here from numba internals (`numba.core.cgutils`,
-`numba.np.arrayobj.populate_array`, `numba.cpython.unsafe.numbers.trailing_zeros`,
-`numba.core.imputils.impl_ret_borrowed`, `numba.core.codegen.JITCodeLibrary`,
-`numba.core.untyped_passes.InlineInlinables`, the `_nrt` option, the dispatcher's
-`_cache._cache_file`) that a numba release may move or change. If one is missing, its
-fallback takes over: a heap array instead of the stack tile, `llvmlite`'s own intrinsic
-declaration for the FMA, no prefetch, a loop for the trailing zeros, the array as it is,
-no atomics (`ATOMICS` False: a team is one thread, the kernels never call them), numba's
-own compiler, reference counting everywhere, and numba's own unlocked cache. A fallback
-costs speed or compile time, never the import and never a result (the same operations in
-the same order: the bits do not change). `FALLBACKS` names the ones in use;
-tests/test_numba_compat.py runs the kernels on each.
+built here from numba internals (`numba.core.cgutils`, `numba.np.arrayobj.populate_array`,
+`numba.cpython.unsafe.numbers.trailing_zeros`, `numba.core.imputils.impl_ret_borrowed`,
+`numba.core.codegen.JITCodeLibrary`, `numba.core.untyped_passes.InlineInlinables`, the
+`_nrt` option, the dispatcher's `_cache._cache_file`) that a numba release may move or
+change. If one is missing, its fallback takes over: a heap array instead of the stack
+tile, `llvmlite`'s own intrinsic declaration for the FMA, no prefetch, a loop for the
+trailing zeros, the array as it is, no atomics (`ATOMICS` False: a team is one thread,
+the kernels never call them), numba's own compiler, reference counting everywhere, and
+numba's own unlocked cache. A fallback costs speed or compile time, never the import and
+never a result (the same operations in the same order: the bits do not change).
+`FALLBACKS` names the ones in use; tests/test_numba_compat.py runs the kernels on each.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from typing import Any
 
 import numba as nb
 import numpy as np
+from llvmlite import binding as ll
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
 __all__ = ["ATOMICS", "FALLBACKS", "atomic_add", "atomic_load", "atomic_store", "cpu_relax",
-           "fma", "jit", "prefetch", "stack_tile", "trailing_zeros", "writable"]
+           "fma", "jit", "prefetch", "stack_tile", "strided", "trailing_zeros", "writable"]
 
 #: The internals this numba lacks, by the name of the function that falls back.
 FALLBACKS: list[str] = []
@@ -69,7 +70,8 @@ try:
     # changed them falls back at import instead of failing at a kernel's compile.
     if not all(hasattr(JITCodeLibrary, name) for name in (
             "add_linking_library", "_optimize_final_module", "_get_module_for_linking",
-            "_ensure_finalized", "enable_object_caching")):
+            "_ensure_finalized", "enable_object_caching", "_finalize_final_module",
+            "_verify_declare_only_symbols")):
         raise ImportError("numba.core.codegen.JITCodeLibrary is not as fnn knows it")
 except ImportError:  # pragma: no cover
     JITCodeLibrary = None
@@ -93,13 +95,16 @@ def _kernel_compiler(copies: bool = False) -> Any:
 
     And the functions a kernel inlines (numba `inline="always"`) are inlined without
     numba's two deep copies of their IR (`_inline_without_copies`; copies=True keeps
-    them, for the test that compares the two).
+    them, for the test that compares the two); a kernel that only kernels call gets no
+    machine code of its own, only its callers do (`_environments`): the first `fit`
+    compiled in 5.5-5.6 s instead of 6.0-6.1 s (A/B, 2026-12-07 02:50 UTC).
     """
 
     class Library(JITCodeLibrary):  # type: ignore[misc, valid-type]
-        def __init__(self, codegen: Any, name: str) -> None:
+        def __init__(self, codegen: Any, name: str, linked_only: bool = False) -> None:
             super().__init__(codegen, name)
             self._kernels: list[Any] = []  # the fnn kernels it calls, linked in late
+            self._linked_only = linked_only
 
         def add_linking_library(self, library: Any) -> None:
             if isinstance(library, Library):
@@ -114,6 +119,21 @@ def _kernel_compiler(copies: bool = False) -> Any:
                 self._reload_init.update(library._reload_init)
                 self._final_module.link_in(library._get_module_for_linking(), preserve=True)
 
+        def _finalize_final_module(self) -> None:
+            """Hand the code to numba's engine, which makes its machine code; for a kernel
+            that only other kernels call, only its environments' pointers (below)."""
+            code = self._final_module
+            if not self._linked_only or any(gv.name.startswith("numba.dynamic.globals")
+                                            for gv in code.global_variables):
+                super()._finalize_final_module()
+                return
+            self._verify_declare_only_symbols()
+            self._final_module = _environments(self._codegen, self.name, code)
+            try:
+                super()._finalize_final_module()  # (its machine code: the cache's object)
+            finally:
+                self._final_module = code
+
     @register_pass(mutates_CFG=False, analysis_only=False)
     class UseLibrary(LoweringPass):  # type: ignore[misc, valid-type]
         """Gives the function a `Library` (numba's lowering makes a plain one if none)."""
@@ -124,7 +144,9 @@ def _kernel_compiler(copies: bool = False) -> Any:
 
         def run_pass(self, state: Any) -> bool:
             if state.library is None:
-                state.library = Library(state.targetctx.codegen(), state.func_id.func_qualname)
+                flags = state.flags
+                state.library = Library(state.targetctx.codegen(), state.func_id.func_qualname,
+                                        flags.no_cpython_wrapper and flags.no_cfunc_wrapper)
                 state.library.enable_object_caching()  # as numba's lowering does
             return False
 
@@ -143,6 +165,28 @@ def _kernel_compiler(copies: bool = False) -> Any:
             return [pm]
 
     return KernelCompiler
+
+
+def _environments(codegen: Any, name: str, code: Any) -> Any:
+    """A module that defines the environment pointers of `code`'s functions (numba's
+    `_ZN08NumbaEnv` globals, as its lowering declares them: common, null) and nothing else.
+
+    What numba's engine gets of a kernel that has neither a CPython nor a cfunc wrapper:
+    such a kernel only runs as code linked into its callers, and numba makes the
+    machine code of every function when its library is finalized, its callees' (linked
+    in) again each time. So `_tile_sums`, five calls deep, was made into machine code
+    six times, five of them for nothing (a fifth of LLVM's time in a first fit). The
+    pointers are still defined, so that numba sets them (`set_env`) and its callers
+    resolve to them, as before; the cache entry is numba's own ("object": this module's
+    machine code, and the kernel's code to link into callers), loaded by numba as any.
+    """
+    module = codegen._create_empty_module(name)
+    for gv in code.global_variables:
+        if gv.name.startswith("_ZN08NumbaEnv") and not gv.is_declaration:
+            env = ir.GlobalVariable(module, ir.IntType(8).as_pointer(), name=gv.name)
+            env.linkage = "common"
+            env.initializer = ir.Constant(env.type.pointee, None)
+    return ll.parse_assembly(str(module))
 
 
 def _inline_without_copies() -> tuple[Any, Any] | None:
@@ -370,11 +414,29 @@ if impl_ret_borrowed is not None:
             return impl_ret_borrowed(context, builder, sig.return_type, args[0])
 
         return arr.copy(readonly=False)(arr), codegen
+
+    @intrinsic
+    def strided(typingctx, arr):  # type: ignore[no-untyped-def]
+        """arr typed writable and of any layout (numba's "A"): the same array, for an
+        operand that a kernel reads an element at a time, where the layout saves next to
+        nothing. Numba compiles a kernel once per layout of each argument: so x (C) and
+        a.T (F) share one compiled product. Fallback: arr as it is."""
+        if not isinstance(arr, types.Array):
+            return None
+
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            return impl_ret_borrowed(context, builder, sig.return_type, args[0])
+
+        return arr.copy(layout="A", readonly=False)(arr), codegen
 else:  # pragma: no cover - depends on the numba release
-    FALLBACKS.append("writable")
+    FALLBACKS.extend(("writable", "strided"))
 
     @_fallback
     def writable(arr):  # type: ignore[no-untyped-def]
+        return arr
+
+    @_fallback
+    def strided(arr):  # type: ignore[no-untyped-def]
         return arr
 
 

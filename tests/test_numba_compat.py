@@ -64,7 +64,7 @@ def test_without_the_internals_the_kernels_give_the_same_bits(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(out["fallbacks"]) == ["atomics", "jit", "prefetch", "stack_tile",
-                                        "trailing_zeros", "writable"]
+                                        "strided", "trailing_zeros", "writable"]
     assert out["digest"] == digest()
 
 
@@ -223,3 +223,65 @@ def test_inlining_without_copies_compiles_the_same_machine_code():
     assert ours[0] == theirs[0]
     assert all(np.array_equal(a, b) for a, b in zip(result, expected))
     assert result[1].any() and result[2].any()
+
+
+# A kernel that only kernels call (no CPython or cfunc wrapper), which raises an exception
+# that carries a runtime value (numba then boxes it through the kernel's environment),
+# and two callers.
+_LINKED = textwrap.dedent("""
+    from fnn.numba_compat import jit
+
+    @jit(no_cpython_wrapper=True)
+    def check(x):
+        if x > 1:
+            raise ValueError("x: expected at most 1, got", x)
+        return x * 2
+
+    @jit()
+    def plus(x):
+        return check(x) + 1
+
+    @jit()
+    def minus(x):
+        return check(x) - 1
+""")
+
+_LINKER = textwrap.dedent("""
+    import json, sys
+    from numba import float64
+    sys.path.insert(0, sys.argv[1])
+    import linked
+    out = {}
+    if sys.argv[2] == "first":  # the kernel alone: numba's engine gets no code of it
+        cres = linked.check.get_compile_result(float64(float64))
+        engine = cres.library.codegen._engine
+        out["own code"] = engine.is_symbol_defined(cres.fndesc.mangled_name)
+    for caller in (linked.plus, linked.minus) if sys.argv[2] == "second" else (linked.plus,):
+        try:
+            caller(2.5)
+        except ValueError as exc:
+            out[caller.__name__] = [caller(0.25), list(exc.args)]
+        out[caller.__name__ + " compiled"] = caller.stats.cache_misses.get((float64,), 0)
+    print(json.dumps(out))
+""")
+
+
+def test_a_kernel_only_kernels_call_runs_linked_into_them_compiled_or_cached(tmp_path):
+    # The first process compiles `check` without machine code of its own, then `plus`,
+    # which runs it (its result, and its exception with the value it carries, boxed
+    # through `check`'s environment: with that pointer left undefined the process
+    # crashed). The second loads `plus` from the cache and compiles `minus` against the
+    # cached `check`.
+    (tmp_path / "linked.py").write_text(_LINKED)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    runs = []
+    for role in ("first", "second"):
+        proc = subprocess.run([sys.executable, "-c", _LINKER, str(tmp_path), role],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    raised = ["x: expected at most 1, got", 2.5]
+    assert runs[0] == {"own code": False, "plus": [1.5, raised], "plus compiled": 1}
+    assert runs[1] == {"plus": [1.5, raised], "plus compiled": 0,
+                       "minus": [-0.5, raised], "minus compiled": 1}
