@@ -398,10 +398,10 @@ def run_epoch(
     losses = np.empty(steps)
     packing = kernels.packing_for(max(p.w.shape[1] for p in params))
     widths = tuple(d for p in params for d in p.w.shape)
-    work = _workspace(ws, y, batch_size, codes, thresh, team, kind == 0 and not spec.weight_decay,
-                      packing)
+    plain = kind == 0 and not spec.weight_decay
+    work = _workspace(ws, y, batch_size, codes, thresh, team, plain, packing)
     args = (ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
-            kind, bool(spec.weight_decay), hyper, step_scalars,
+            kind, bool(spec.weight_decay), None if plain else hyper, step_scalars,
             None if _plain_relu(codes) else codes, model.loss.code,
             thresh if thresh.any() else None, scales, bases, packing,
             work, np.empty((team, kernels.scratch_size(widths, batch_size)), dtype=dtype),

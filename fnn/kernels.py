@@ -918,6 +918,13 @@ HYPER = ("momentum", "weight_decay", "b1", "1 - b1", "b2", "1 - b2", "eps")
 STEP_SCALARS = ("c1", "c2", "lr * weight_decay")
 
 
+@_inline
+def _sgd_rows(p, g, lr, lo, hi):
+    """p[k] = p[k] - lr * g[k] for k in [lo, hi) (1-d): plain SGD, in place."""
+    for k in range(lo, hi):
+        p[k] = p[k] - lr * g[k]
+
+
 @_inner
 def _update(p, g, s1, s2, kind, decay, lr, hyper, step, lo, hi):
     """In place, elementwise as `fnn.sgd_step` / `fnn.optim`, so results are bit-equal,
@@ -953,10 +960,11 @@ def _update(p, g, s1, s2, kind, decay, lr, hyper, step, lo, hi):
             if decay:
                 new = new - lr_wd * old
             pf[k] = new
+    elif kind == _SGD and not decay:
+        _sgd_rows(pf, gf, lr, lo, hi)
     elif kind == _SGD:
         for k in range(lo, hi):
-            gk = gf[k] + wd * pf[k] if decay else gf[k]
-            pf[k] = pf[k] - lr * gk
+            pf[k] = pf[k] - lr * (gf[k] + wd * pf[k])
     else:
         nesterov = kind == _NESTEROV
         for k in range(lo, hi):
@@ -1142,15 +1150,18 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
         _weight_grad_into(a, masks, delta, w if fused else grads[l],
                           SUBTRACT if fused else ASSIGN, lr if fused else zero, packing,
                           w_lo, w_hi, scratch)
-        if not fused:
+        if hyper is not None and not fused:
             # (flat, as the biases: one compiled update)
             _update(w.reshape(-1), grads[l].reshape(-1), s1ws[l].reshape(-1),
                     s2ws[l].reshape(-1), kind, decay, lr, hyper, step, w_lo * d_out,
                     w_hi * d_out)
         b_lo, b_hi = share(d_out, _ROWS, tid, team)
         _bias_grad_into(delta, gbs[l], b_lo, b_hi)
-        _update(bs[l], gbs[l], s1bs[l], s2bs[l], kind, _bool(False), lr, hyper, step, b_lo,
-                b_hi)
+        if hyper is None:  # plain SGD (`fnn.epoch` passes no hyper): `_update` not compiled
+            _sgd_rows(bs[l], gbs[l], lr, b_lo, b_hi)
+        else:
+            _update(bs[l], gbs[l], s1bs[l], s2bs[l], kind, _bool(False), lr, hyper, step,
+                    b_lo, b_hi)
     if not barrier(sync, team):  # the next batch overwrites what the others still read
         return -2
     return -1
@@ -1195,7 +1206,8 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
     ws, bs). kind: the index of the optimizer in OPTIMIZERS; decay: whether it has weight
     decay; hyper: (len(HYPER),) and step_scalars: (steps, len(STEP_SCALARS)), of the
     params' dtype (see `_update`); plain SGD without decay subtracts each weight
-    gradient straight from the registers that hold it.
+    gradient straight from the registers that hold it, and takes hyper None (a type of
+    its own: `_update` is then not compiled; the first `fit` compiled 0.1 s faster).
     x: (N, d_in); order: (n,) int64 rows of x; lrs: (steps,) one learning rate per step,
     of the params' dtype. The last batch holds the remaining n % batch_size rows, if any.
     y: (N,) int64 labels, or (N, k) float targets of an elementwise loss. codes,
