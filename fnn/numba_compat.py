@@ -97,7 +97,7 @@ def _kernel_compiler(copies: bool = False) -> Any:
     numba's two deep copies of their IR (`_inline_without_copies`; copies=True keeps
     them, for the test that compares the two); a kernel that only kernels call gets no
     machine code of its own, only its callers do (`_environments`): the first `fit`
-    compiled in 5.5-5.6 s instead of 6.0-6.1 s (A/B, 2026-12-07 02:50 UTC).
+    compiled in 5.5 s instead of 6.0-6.1 s (A/B, 2026-12-07 02:50 UTC).
     """
 
     class Library(JITCodeLibrary):  # type: ignore[misc, valid-type]
@@ -174,11 +174,13 @@ def _environments(codegen: Any, name: str, code: Any) -> Any:
     What numba's engine gets of a kernel that has neither a CPython nor a cfunc wrapper:
     such a kernel only runs as code linked into its callers, and numba makes the
     machine code of every function when its library is finalized, its callees' (linked
-    in) again each time. So `_tile_sums`, five calls deep, was made into machine code
-    six times, five of them for nothing (a fifth of LLVM's time in a first fit). The
-    pointers are still defined, so that numba sets them (`set_env`) and its callers
-    resolve to them, as before; the cache entry is numba's own ("object": this module's
-    machine code, and the kernel's code to link into callers), loaded by numba as any.
+    in) again each time. So the product's tile loop was made into machine code alone,
+    and again inside `_sparse_matmul`, `_linear_into`, `_weight_grad_into`, `linear` and
+    `train_epoch`, of which only the last two ever run (a fifth of LLVM's time in a
+    first fit went to the others). The pointers are still defined, so that numba sets
+    them (`set_env`) and its callers resolve to them, as before; the cache entry is
+    numba's own ("object": this module's machine code, and the kernel's code to link
+    into callers), loaded by numba as any.
     """
     module = codegen._create_empty_module(name)
     for gv in code.global_variables:

@@ -199,13 +199,14 @@ _PRUNED = textwrap.dedent("""
     sgd_epoch(fnn.init_params(0, (20, 16, 8, 3), dtype=np.float64), x, y, np.arange(40), 8, 0.1)
     print(json.dumps({name: len(getattr(kernels, name).overloads) for name in
                       ("_activate_rows", "_act_backward_rows", "_drop_rows", "_times_rows",
-                       "_relu_mask_rows", "train_epoch")}))
+                       "_update", "_relu_mask_rows", "train_epoch")}))
 """)
 
 
 def test_the_notebooks_net_compiles_no_code_of_other_activations_or_dropout(tmp_path):
     # ReLU hidden layers, identity output, no dropout: the epoch takes None for the codes
-    # and the thresholds, and numba prunes the branches that need them.
+    # and the thresholds, and numba prunes the branches that need them; plain SGD takes
+    # None for the optimizer's constants, so the optimizers' update is not compiled either.
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
@@ -214,4 +215,5 @@ def test_the_notebooks_net_compiles_no_code_of_other_activations_or_dropout(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     compiled = json.loads(proc.stdout.strip().splitlines()[-1])
     assert compiled == {"_activate_rows": 0, "_act_backward_rows": 0, "_drop_rows": 0,
-                        "_times_rows": 0, "_relu_mask_rows": 1, "train_epoch": 1}
+                        "_times_rows": 0, "_update": 0, "_relu_mask_rows": 1,
+                        "train_epoch": 1}
