@@ -1150,7 +1150,7 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
         _weight_grad_into(a, masks, delta, w if fused else grads[l],
                           SUBTRACT if fused else ASSIGN, lr if fused else zero, packing,
                           w_lo, w_hi, scratch)
-        if hyper is not None and not fused:
+        if hyper is not None and not fused:  # (None is plain SGD, fused: numba prunes it)
             # (flat, as the biases: one compiled update)
             _update(w.reshape(-1), grads[l].reshape(-1), s1ws[l].reshape(-1),
                     s2ws[l].reshape(-1), kind, decay, lr, hyper, step, w_lo * d_out,

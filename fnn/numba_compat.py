@@ -401,6 +401,11 @@ def stack_tile(size: int) -> Any:
 
 
 if impl_ret_borrowed is not None:
+    def _same_array(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        # A retyped array keeps its data model (the flag and the layout are the type's
+        # alone): the array itself, a new reference.
+        return impl_ret_borrowed(context, builder, sig.return_type, args[0])
+
     @intrinsic
     def writable(typingctx, arr):  # type: ignore[no-untyped-def]
         """arr typed writable, its layout kept: the same array, for an operand that a
@@ -410,12 +415,7 @@ if impl_ret_borrowed is not None:
         copies compiled; the same results)."""
         if not isinstance(arr, types.Array):
             return None
-
-        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-            # The flag is the type's alone (one data model): the array, a new reference.
-            return impl_ret_borrowed(context, builder, sig.return_type, args[0])
-
-        return arr.copy(readonly=False)(arr), codegen
+        return arr.copy(readonly=False)(arr), _same_array
 
     @intrinsic
     def strided(typingctx, arr):  # type: ignore[no-untyped-def]
@@ -425,11 +425,7 @@ if impl_ret_borrowed is not None:
         a.T (F) share one compiled product. Fallback: arr as it is."""
         if not isinstance(arr, types.Array):
             return None
-
-        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-            return impl_ret_borrowed(context, builder, sig.return_type, args[0])
-
-        return arr.copy(layout="A", readonly=False)(arr), codegen
+        return arr.copy(layout="A", readonly=False)(arr), _same_array
 else:  # pragma: no cover - depends on the numba release
     FALLBACKS.extend(("writable", "strided"))
 
