@@ -38,6 +38,10 @@ class Ops(NamedTuple):
     bias_grad(delta: (n, d_out)) -> (d_out,)                            sum over n
     loss_grad(out: (n, k), y, loss: Loss) -> (mean loss, dloss/dout (n, k))
     loss_value(out: (n, k), y, loss: Loss) -> mean loss
+    output(params, model: Model, x: (n, d_in)) -> the network's output (n, k) without
+        dropout in one call (what predict, accuracy, loss and evaluation read), or None
+        where the path has no such pass for the model: then `fnn.mlp` runs `layer`
+        layer by layer. The same bits either way.
     """
 
     layer: Callable
@@ -46,6 +50,7 @@ class Ops(NamedTuple):
     bias_grad: Callable
     loss_grad: Callable
     loss_value: Callable
+    output: Callable
 
 
 def _np_layer(x: np.ndarray, w: np.ndarray, b: np.ndarray,
@@ -83,6 +88,7 @@ NUMPY_OPS = Ops(
     bias_grad=lambda delta: delta.sum(axis=0),
     loss_grad=_np_loss_grad,
     loss_value=lambda out, y, loss: loss.value(out, y),
+    output=lambda params, model, x: None,  # BLAS products are the pass already
 )
 
 BACKENDS = ("numba", "numpy")

@@ -311,7 +311,8 @@ def _workspace(ws: tuple[np.ndarray, ...], y: np.ndarray, batch: int, codes: np.
     tiles = (np.empty(size, dtype=dtype), np.empty(size, dtype=dtype), np.empty(0, dtype=dtype))
     return (xb, np.empty_like(y[:batch]), terms, np.zeros(team, dtype=np.int64),
             *(tuple(a) for a in (ins, drops, zs, outs, hmasks, cbits, amasks, deltas, dmasks,
-                                 grads, gbs)), tiles)
+                                 grads, gbs)), tiles,
+            np.zeros(max(max(w.shape) for w in ws), dtype=dtype))
 
 
 def run_steps(
@@ -402,7 +403,7 @@ def run_epoch(
     work = _workspace(ws, y, batch_size, codes, thresh, team, plain, packing)
     args = (ws, bs, vws, vbs, nws, nbs, x, y, order, batch_size, np.asarray(lrs, dtype=dtype),
             kind, bool(spec.weight_decay), None if plain else hyper, step_scalars,
-            None if _plain_relu(codes) else codes, model.loss.code,
+            kernels.codes_arg(codes), model.loss.code,
             thresh if thresh.any() else None, scales, bases, packing,
             work, np.empty((team, kernels.scratch_size(widths, batch_size)), dtype=dtype),
             losses)
@@ -419,14 +420,6 @@ def run_epoch(
     new_slots = tuple(tuple(Layer(freeze(w), freeze(b)) for w, b in zip(*copy))
                       for copy in copies)
     return new_params, new_slots, losses
-
-
-def _plain_relu(codes: np.ndarray) -> bool:
-    """Whether activation codes (layers,) are ReLU hidden layers and an identity output:
-    `kernels.train_epoch` then takes None for them (see there)."""
-    from . import kernels
-
-    return bool(np.all(codes[:-1] == kernels.RELU_CODE) and codes[-1] == kernels.IDENTITY_CODE)
 
 
 def sgd_epoch_unchecked(

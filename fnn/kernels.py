@@ -1,9 +1,10 @@
 """Numba kernels for the batched MLP: the `"numba"` compute path, and a whole epoch.
 
 Each `Ops` kernel (`linear`, `relu_backward`, `weight_grad`, `bias_grad`,
-`softmax_xent`, `softmax_xent_loss`) has the signature of its NumPy twin in
-`fnn.backends` and is checked against it and against `fnn.reference` in the tests.
-`train_epoch` runs the steps of an epoch with them (see `fnn.epoch`).
+`softmax_xent`, ...) has the signature of its NumPy twin in `fnn.backends` and is
+checked against it and against `fnn.reference` in the tests. `train_epoch` runs the
+steps of an epoch with them (see `fnn.epoch`), `output_into` and `loss_into` a whole
+forward pass and its loss (`fnn.numba_ops`).
 
 One idea does the heavy lifting. The left operand of every matrix product of an MLP step
 has many exact zeros (MNIST pixels are ~81% zeros, ReLU activations and their masked
@@ -77,19 +78,20 @@ __all__ = [
     "act_backward",
     "apply_activation",
     "bias_grad",
+    "codes_arg",
     "col_masks",
     "drop_multiplier",
-    "elementwise_loss",
     "elementwise_loss_grad",
     "gradcheck_layer",
     "linear",
+    "loss_into",
     "matmul_t",
+    "output_into",
     "packing_for",
     "relu_backward",
     "row_masks",
     "scratch_size",
     "softmax_xent",
-    "softmax_xent_loss",
     "tiles_size",
     "train_epoch",
     "weight_grad",
@@ -491,10 +493,12 @@ def linear(x, w, b, relu, packing=None):
 
 
 @_inner
-def _matmul_t_into(delta, masks, w, out, packing, lo, hi, scratch, tiles):
+def _matmul_t_into(delta, masks, w, out, packing, lo, hi, scratch, tiles, zeros):
     """Rows [lo, hi) of `matmul_t` into out (n, d_in), given masks = row_masks(delta):
-    w.T is packed from w tile by tile (no transposed copy of w)."""
-    zeros, zero = np.zeros(w.shape[0], dtype=w.dtype), w.dtype.type(0)
+    w.T is packed from w tile by tile (no transposed copy of w). zeros: (d_in,) or
+    longer, 0 of w's dtype (the product's bias; the caller's, so that nothing here
+    allocates: numba's allocators compile apart for each set of kernel flags)."""
+    zero = w.dtype.type(0)
     _sparse_matmul(strided(delta), masks, w, _bool(True), zeros, out, _int(ASSIGN), zero,
                    packing, lo, hi, scratch, tiles)
 
@@ -505,7 +509,7 @@ def matmul_t(delta, w, packing=None):
     delta, w = writable(delta), writable(w)
     out = np.empty((delta.shape[0], w.shape[0]), dtype=w.dtype)
     _matmul_t_into(delta, row_masks(delta), w, out, packing, _int(0), delta.shape[0],
-                   _no_scratch(w), _no_scratch(w))
+                   _no_scratch(w), _no_scratch(w), np.zeros(w.shape[0], dtype=w.dtype))
     return out
 
 
@@ -566,15 +570,16 @@ def _narrow_weight_grad(a, delta, out, mode, scale, lo, hi):
 
 
 @_inner
-def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratch):
+def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratch, zeros):
     """Rows [lo, hi) of `weight_grad_into`, given masks = col_masks(a) (not read, and may
-    be `_no_masks()`, when the output is narrow; then lo is a multiple of TILE)."""
+    be `_no_masks()`, when the output is narrow; then lo is a multiple of TILE).
+    zeros: (d_out,) or longer, 0 of delta's dtype (the product's bias, as in
+    `_matmul_t_into`; zeros[:0] is its empty `tiles`)."""
     d_in, d_out = out.shape
     if _narrow(d_in, d_out):
         _narrow_weight_grad(a, delta, out, mode, scale, lo, hi)
     elif lo < hi:
         n = a.shape[0]
-        zeros = np.zeros(max(d_in, d_out), dtype=delta.dtype)
         if packing is not None and _packs(hi - lo, n, d_out):
             # The left operand is a.T: for a large product its rows [lo, hi) are copied
             # out C-contiguous first. Read in place, its elements a whole row of a apart
@@ -585,10 +590,10 @@ def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratc
             a_t = _carve_tail(scratch, hi - lo, n, (n + hi - lo) * TILE)
             _transpose_cols(a, lo, hi, a_t)
             _sparse_matmul(strided(a_t), masks[lo:hi], delta, _bool(False), zeros, out[lo:hi],
-                           mode, scale, packing, _int(0), hi - lo, scratch, _no_scratch(delta))
+                           mode, scale, packing, _int(0), hi - lo, scratch, zeros[:0])
         else:
             _sparse_matmul(strided(a.T), masks, delta, _bool(False), zeros, out, mode, scale,
-                           packing, lo, hi, scratch, _no_scratch(delta))
+                           packing, lo, hi, scratch, zeros[:0])
 
 
 @_inline
@@ -620,7 +625,7 @@ def weight_grad_into(a, delta, out, mode, scale, packing=None):
         _narrow_weight_grad(a, delta, out, mode, scale, _int(0), d_in)  # no masks to make
     else:
         _weight_grad_into(a, col_masks(a), delta, out, mode, scale, packing, _int(0), d_in,
-                          _no_scratch(delta))
+                          _no_scratch(delta), np.zeros(out.shape[1], dtype=delta.dtype))
 
 
 @_jit
@@ -659,24 +664,10 @@ def _row_max(z, r):
 
 
 @_jit
-def softmax_xent_loss(logits, y):
-    """Mean softmax cross-entropy, accumulated in float64. logits: (n, k), y: (n,) int64."""
-    n, k = logits.shape
-    total = 0.0
-    for r in range(n):
-        m = _row_max(logits, r)
-        s = 0.0
-        for j in range(k):
-            s += np.exp(logits[r, j] - m)
-        total += np.log(s) - (logits[r, y[r]] - m)
-    return total / n
-
-
-@_jit
 def softmax_xent(logits, y):
     """(mean loss, d mean loss / d logits). logits: (n, k), y: (n,) -> (float, (n, k)).
 
-    The loss is accumulated in float64, as in `softmax_xent_loss` (the same value).
+    The loss is accumulated in float64, row by row (as in `loss_into`: the same value).
     """
     n = logits.shape[0]
     delta = np.empty_like(logits)
@@ -811,17 +802,6 @@ def _act_backward_rows(out, z, a, code, drop, lo, hi):
             if dropped:
                 g = g * drop[r, i]
             out[r, i] = g * act_derivative(code, z[r, i], a[r, i])
-
-
-@_jit
-def elementwise_loss(out, y, code):
-    """Mean over all n * k entries of the loss element, accumulated in float64."""
-    n, k = out.shape
-    total = 0.0
-    for r in range(n):
-        for j in range(k):
-            total += _loss_element(code, out[r, j], y[r, j])
-    return total / (n * k)
 
 
 @_jit
@@ -1073,7 +1053,7 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
     (weight decay reads only the old weights of the same rows) and its columns of the bias.
     """
     (xb, yb, terms, flags, ins, drops, zs, outs, hmasks, cbits, amasks, deltas, dmasks,
-     grads, gbs, tiles) = work
+     grads, gbs, tiles, zeros) = work
     n_layers = len(ws)
     packs = 0  # products packed by the whole team so far this step (`_pack_tiles`)
     lo, hi = share(size, _ROWS, tid, team)  # this thread's rows of the batch
@@ -1120,7 +1100,7 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
                 _pack_tiles(w, _bool(True), pre, tid, team)
                 if not barrier(sync, team):
                     return -2
-            _matmul_t_into(delta, masks, w, below, packing, lo, hi, scratch, pre)
+            _matmul_t_into(delta, masks, w, below, packing, lo, hi, scratch, pre, zeros)
             if codes is None or codes[l - 1] == _RELU:
                 _relu_mask_rows(below, ins[l][:size], lo, hi)
                 if thresh is not None and thresh[l] > 0:
@@ -1149,7 +1129,7 @@ def _train_step(ws, bs, s1ws, s1bs, s2ws, s2bs, size, s, losses, lr, kind, decay
         fused = kind == _SGD and not decay
         _weight_grad_into(a, masks, delta, w if fused else grads[l],
                           SUBTRACT if fused else ASSIGN, lr if fused else zero, packing,
-                          w_lo, w_hi, scratch)
+                          w_lo, w_hi, scratch, zeros)
         if hyper is not None and not fused:  # (None is plain SGD, fused: numba prunes it)
             # (flat, as the biases: one compiled update)
             _update(w.reshape(-1), grads[l].reshape(-1), s1ws[l].reshape(-1),
@@ -1225,7 +1205,8 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
     (B, d_out), dmasks (B, ceil(d_out / 64)) uint64 row masks of deltas, grads (d_in,
     d_out) or (0, 0) for plain SGD, gbs (d_out,), and tiles: three 1-d of the params'
     dtype, two of `tiles_size` elements for a team of more than one thread (else empty),
-    the third empty). losses: (steps,) float64, written with
+    the third empty), zeros (max width,) 0 of the params' dtype (the bias of the
+    backward products). losses: (steps,) float64, written with
     the mean loss of each step. scratches: (team, `scratch_size` of the net's widths and
     the batch) of the params' dtype, row tid this thread's own buffer for the products.
     sync, tid, team: this thread's place in the team (`fnn.team.run`); each thread
@@ -1274,3 +1255,57 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
         if status >= 0:
             return order[start + status]
     return -1
+
+
+# ---------------------------------------------------------------- a whole set, evaluated
+def codes_arg(codes: np.ndarray) -> np.ndarray | None:
+    """What `train_epoch` and `output_into` take for the activation codes (layers,)
+    int64: None for ReLU hidden layers and an identity output (the notebook's net), a
+    type of its own, so that numba prunes the other activations' code; else codes."""
+    plain = np.all(codes[:-1] == _RELU) and codes[-1] == _IDENTITY
+    return None if plain else codes
+
+
+# The passes below are what predict, accuracy, loss and evaluation during training read.
+# One kernel per pass, with no allocator and no reference counting: a forward pass of
+# `linear` calls compiled `linear`, `row_masks` and numba's allocators besides the
+# products that `train_epoch` compiles anyway (the first `fit` took 0.85 s longer with
+# evaluation than without, most of it those compiles).
+@jit(nrt=False)
+def output_into(ws, bs, x, codes, packing, zs, outs, masks, empty):
+    """The network's output without dropout: layer by layer over all rows, in place.
+
+    ws, bs: tuples over the layers of C-contiguous (d_in, d_out) weights and (d_out,)
+    biases; x: (n, d_0) C-contiguous (the inputs read-only, as `fnn.numba_ops` passes
+    them: one compiled type); codes: `codes_arg` of the activation codes;
+    packing: PACKING or None (`packing_for` the widest layer); zs, outs: tuples of
+    (n, d_out) C arrays, each layer's pre-activation and activation (one array, in both,
+    for ReLU and the identity); masks: tuple of uint64 (n, ceil(d_in / 64)), for the
+    row masks of each layer's input (left unset where the layer is `_narrow`); empty:
+    (0,) of the params' dtype (no scratch: a product allocates its own).
+    The bits of `linear` and `apply_activation` layer by layer: the same kernels.
+    """
+    n = x.shape[0]
+    h = writable(x)
+    for l in range(len(ws)):
+        w, z = writable(ws[l]), zs[l]
+        if not _narrow(n, w.shape[1]):
+            for r in range(n):
+                _row_mask_words(h, r, masks[l], r)
+        relu = l < len(ws) - 1 if codes is None else codes[l] == _RELU
+        _linear_into(h, masks[l], w, writable(bs[l]), z, relu, packing, _int(0), n, empty,
+                     empty)
+        if codes is not None and codes[l] != _RELU and codes[l] != _IDENTITY:
+            _activate_rows(z, outs[l], codes[l], _int(0), n)
+        h = outs[l]
+
+
+@jit(nrt=False)
+def loss_into(out, y, code, delta, terms):
+    """The mean loss of out (n, k), accumulated in float64 row by row: softmax
+    cross-entropy for y (n,) int64 labels, the elementwise loss `code` for y (n, k)
+    targets. delta: (n, k) of out's dtype and terms: float64 (n, 1) or (n, k), buffers
+    (their contents are the loss's gradient and terms, of no use here). The value
+    `softmax_xent` and `elementwise_loss_grad` give, hence `fnn.backprop`."""
+    _loss_rows(writable(out), writable(y), code, delta, terms, _int(0), out.shape[0])
+    return _mean_terms(terms)

@@ -67,6 +67,14 @@ def forward_unchecked(ops: Ops, params: Params, model: Model, x: np.ndarray,
     return t
 
 
+def output_unchecked(ops: Ops, params: Params, model: Model, x: np.ndarray,
+                     key: np.uint64 | None = None) -> np.ndarray:
+    """The network's output (n, k): `forward_unchecked(...).out`, from the path's own
+    whole pass (`Ops.output`) where it has one and no dropout applies."""
+    out = None if key is not None and model.has_dropout else ops.output(params, model, x)
+    return forward_unchecked(ops, params, model, x, key).out if out is None else out
+
+
 def backprop_unchecked(
     ops: Ops, params: Params, model: Model, x: np.ndarray, y: np.ndarray,
     key: np.uint64 | None = None,
@@ -126,7 +134,7 @@ def forward(params: Params, x: Any, *, activation: Any = "relu",
     """
     x2, _, single, model, k, _ = check_call(params, x, activation=activation, loss=loss,
                                             dropout=dropout, key=key, has_y=False)
-    out = forward_unchecked(get_ops(backend), params, model, x2, k).out
+    out = output_unchecked(get_ops(backend), params, model, x2, k)
     return out[0] if single else out
 
 
@@ -146,7 +154,7 @@ def loss(params: Params, x: Any, y: Any, *, activation: Any = "relu",
     x2, y2, _, model, k, dtype = check_call(params, x, y, activation=activation, loss=loss,
                                             dropout=dropout, key=key)
     ops = get_ops(backend)
-    return dtype.type(ops.loss_value(forward_unchecked(ops, params, model, x2, k).out, y2,
+    return dtype.type(ops.loss_value(output_unchecked(ops, params, model, x2, k), y2,
                                      model.loss))
 
 
@@ -190,8 +198,8 @@ def predict(params: Params, x: Any, *, activation: Any = "relu",
     x2, _, single, model, k, _ = check_call(params, x, activation=activation, loss=loss,
                                             dropout=dropout, key=key, has_y=False)
     head = _classifier(model)
-    p = head.predict(_finite_outputs(forward_unchecked(get_ops(backend), params, model, x2,
-                                                       k).out))
+    p = head.predict(_finite_outputs(output_unchecked(get_ops(backend), params, model, x2,
+                                                      k)))
     return p[0] if single else p
 
 
@@ -202,7 +210,7 @@ def accuracy(params: Params, x: Any, y: Any, *, activation: Any = "relu",
     x2, y2, _, model, k, _ = check_call(params, x, y, activation=activation, loss=loss,
                                         dropout=dropout, key=key)
     head = _classifier(model)
-    out = _finite_outputs(forward_unchecked(get_ops(backend), params, model, x2, k).out)
+    out = _finite_outputs(output_unchecked(get_ops(backend), params, model, x2, k))
     return head.accuracy_of(out, y2)
 
 

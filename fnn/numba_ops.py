@@ -16,6 +16,8 @@ from . import kernels
 from .activations import IDENTITY, Activation
 from .backends import NUMPY_OPS, Ops
 from .losses import SOFTMAX_XENT, Loss
+from .model import Model
+from .params import Params
 
 __all__ = ["NUMBA_OPS"]
 
@@ -75,9 +77,34 @@ def _loss_grad(out: np.ndarray, y: np.ndarray, loss: Loss) -> tuple[float, np.nd
 def _loss_value(out: np.ndarray, y: np.ndarray, loss: Loss) -> float:
     if loss.code < 0:
         return loss.value(out, y)
-    if loss is SOFTMAX_XENT:
-        return kernels.softmax_xent_loss(out, y)
-    return kernels.elementwise_loss(out, y, loss.code)
+    terms = np.empty((out.shape[0], 1 if loss is SOFTMAX_XENT else out.shape[1]))
+    return kernels.loss_into(_in(out), _in(y), loss.code, np.empty(out.shape, out.dtype),
+                             terms)
+
+
+def _output(params: Params, model: Model, x: np.ndarray) -> np.ndarray | None:
+    codes = np.array([model.activation(l).code for l in range(len(params))], dtype=np.int64)
+    if (codes < 0).any():  # a user's activation: no compiled pass (the layers one by one)
+        return None
+    ws = tuple(_in(p.w) for p in params)
+    n, dtype = x.shape[0], ws[0].dtype
+    outs = tuple(np.empty((n, w.shape[1]), dtype=dtype) for w in ws)
+    kept = (kernels.RELU_CODE, kernels.IDENTITY_CODE)  # z is a itself (see Ops.layer)
+    zs = tuple(o if c in kept else np.empty_like(o) for o, c in zip(outs, codes))
+    masks = tuple(np.empty((n, -(-w.shape[0] // 64)), dtype=np.uint64) for w in ws)
+    kernels.output_into(ws, tuple(_in(p.b) for p in params), _in(x), kernels.codes_arg(codes),
+                        kernels.packing_for(max(w.shape[1] for w in ws)), zs, outs, masks,
+                        np.empty(0, dtype=dtype))
+    return outs[-1]
+
+
+def _in(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous read-only view of a (a copy if it is not C-contiguous): what the
+    whole-pass kernels read, one compiled type whatever the caller's flags and layout
+    (a tuple of weights must be of one type, too, to be indexed by layer)."""
+    view = np.ascontiguousarray(a).view()
+    view.flags.writeable = False
+    return view
 
 
 NUMBA_OPS = Ops(
@@ -87,4 +114,5 @@ NUMBA_OPS = Ops(
     bias_grad=kernels.bias_grad,
     loss_grad=_loss_grad,
     loss_value=_loss_value,
+    output=_output,
 )

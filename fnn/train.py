@@ -34,7 +34,7 @@ from .dropout import step_key
 from .epoch import compiled_optimizer, run_steps
 from .hyperparams import HYPERPARAMS, OPTIMIZERS, SCHEDULES
 from .interrupts import SigintDeferral, deferred_sigint
-from .mlp import backprop_unchecked, forward_unchecked
+from .mlp import backprop_unchecked, output_unchecked
 from .model import Model, make_model
 from .monitor import MONITORS, evals_since_best
 from .optim import (
@@ -444,7 +444,7 @@ def evaluate(
 
 def _evaluate(ops: Any, params: Params, model: Model, x: np.ndarray,
               y: np.ndarray) -> tuple[float, float]:
-    out = forward_unchecked(ops, params, model, x).out
+    out = output_unchecked(ops, params, model, x)
     acc = math.nan if model.loss.accuracy_of is None else model.loss.accuracy_of(out, y)
     return float(ops.loss_value(out, y, model.loss)), float(acc)
 

@@ -29,7 +29,7 @@ from fnn import kernels
 from fnn.activations import IDENTITY, RELU
 from fnn.backends import NUMPY_OPS, get_ops
 from fnn.losses import SOFTMAX_XENT
-from fnn.mlp import backprop_unchecked
+from fnn.mlp import backprop_unchecked, forward_unchecked
 from fnn.model import make_model
 from fnn.params import Layer
 
@@ -169,7 +169,8 @@ def test_softmax_xent_matches_numpy_twin_and_extended_precision(dtype):
         want_value, want_delta = NUMPY_OPS.loss_grad(logits, y, SOFTMAX_XENT)
         close(delta, want_delta, RTOL[dtype])
         assert value == pytest.approx(want_value, rel=RTOL[dtype])
-        assert kernels.softmax_xent_loss(logits, y) == value  # one formula, the same bits
+        # The loss alone (`loss_into`): one formula, the same bits.
+        assert get_ops("numba").loss_value(logits, y, SOFTMAX_XENT) == value
         z = ld(logits)
         lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
         assert value == pytest.approx(float((lse - z[np.arange(n), y]).mean()), rel=RTOL[dtype])
@@ -272,6 +273,38 @@ def test_backprop_with_the_kernels_matches_the_notebook(sizes, batch, dtype):
     for g, gw in zip(grads, want):
         close(g.w, gw.w, RTOL[dtype])
         close(g.b, gw.b, RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("sizes", "activation", "loss"), [
+    ([784, 64, 10], "relu", "softmax_cross_entropy"),  # the notebook's: codes None
+    ([31, 70, 16, 7, 5], ("tanh", "relu", "gelu"), "mse"),
+    ([20, 150, 3], "sigmoid", "sigmoid_binary_cross_entropy"),  # 150 rows pack
+])
+def test_a_whole_pass_gives_the_bits_of_the_layers_one_by_one(sizes, activation, loss, dtype):
+    # Ops.output and loss_value (`output_into`, `loss_into`: what predict, accuracy, loss
+    # and evaluation read) against the layer-by-layer pass and the loss backprop gives.
+    rng = np.random.default_rng(8)
+    ops, model = get_ops("numba"), make_model(len(sizes) - 1, activation, loss)
+    params = fnn.init_params(rng, sizes, dtype=dtype)
+    params = tuple(Layer(np.asfortranarray(p.w) if l % 2 else p.w,  # either layout
+                         rng.normal(0, 0.1, p.b.shape).astype(dtype))
+                   for l, p in enumerate(params))
+    for n in (1, 2, 17, 150):
+        x = sparse(rng, (n, sizes[0]), dtype, 0.8)
+        x.flags.writeable = False
+        y = (rng.integers(0, sizes[-1], n) if loss == "softmax_cross_entropy"
+             else (rng.random((n, sizes[-1])) < 0.5).astype(dtype))
+        out = ops.output(params, model, x)
+        want = forward_unchecked(ops, params, model, x).out
+        assert out.dtype == dtype and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(np.signbit(out), np.signbit(want))
+        value = ops.loss_value(out, y, model.loss)
+        assert value == backprop_unchecked(ops, params, model, x, y)[0]
+        assert value == pytest.approx(NUMPY_OPS.loss_value(out, y, model.loss),
+                                      rel=RTOL[dtype])
+    assert NUMPY_OPS.output(params, model, x) is None  # BLAS: the layers one by one
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
