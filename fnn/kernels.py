@@ -64,6 +64,7 @@ from .team import barrier, share
 
 __all__ = [
     "ASSIGN",
+    "EVAL_ROWS",
     "HYPER",
     "IDENTITY_CODE",
     "NARROW",
@@ -1266,37 +1267,56 @@ def codes_arg(codes: np.ndarray) -> np.ndarray | None:
     return None if plain else codes
 
 
+#: Rows that `output_into` takes through every layer at a time (even: row pairs stay
+#: whole): a batch's worth, so that a product's running sums stay in the cache.
+EVAL_ROWS = 64
+
+
 # The passes below are what predict, accuracy, loss and evaluation during training read.
 # One kernel per pass, with no allocator and no reference counting: a forward pass of
 # `linear` calls compiled `linear`, `row_masks` and numba's allocators besides the
 # products that `train_epoch` compiles anyway (the first `fit` took 0.85 s longer with
 # evaluation than without, most of it those compiles).
 @jit(nrt=False)
-def output_into(ws, bs, x, codes, packing, zs, outs, masks, empty):
-    """The network's output without dropout: layer by layer over all rows, in place.
+def output_into(ws, bs, x, codes, packing, zs, outs, masks, scratches, all_tiles, sync, tid,
+                team):
+    """The network's output without dropout, in place, as thread `tid` of `team` (see
+    `fnn.team`): its share of the rows, EVAL_ROWS at a time through every layer.
 
     ws, bs: tuples over the layers of C-contiguous (d_in, d_out) weights and (d_out,)
     biases; x: (n, d_0) C-contiguous (the inputs read-only, as `fnn.numba_ops` passes
-    them: one compiled type); codes: `codes_arg` of the activation codes;
-    packing: PACKING or None (`packing_for` the widest layer); zs, outs: tuples of
-    (n, d_out) C arrays, each layer's pre-activation and activation (one array, in both,
-    for ReLU and the identity); masks: tuple of uint64 (n, ceil(d_in / 64)), for the
-    row masks of each layer's input (left unset where the layer is `_narrow`); empty:
-    (0,) of the params' dtype (no scratch: a product allocates its own).
-    The bits of `linear` and `apply_activation` layer by layer: the same kernels.
+    them: one compiled type); codes: `codes_arg` of the activation codes; packing:
+    PACKING or None (`packing_for` the widest layer); zs, outs: tuples of (n, d_out) C
+    arrays, each layer's pre-activation and activation (one array, in both, for ReLU
+    and the identity); masks: tuple of uint64 (n, ceil(d_in / 64)), for the row masks
+    of each layer's input (left unset where the layer is `_narrow`); scratches: (team,
+    `scratch_size` of the widths and EVAL_ROWS), row tid this thread's own. Each row
+    is computed by the kernels of `linear` and `apply_activation`, with the products'
+    choices made for all n rows (`_narrow`, `_packs`), the rows in the same pairs: the
+    bits of those kernels layer by layer, for any team. No thread reads another's rows,
+    so there is no barrier.
     """
     n = x.shape[0]
+    lo, hi = share(n, _ROWS, tid, team)
+    scratch, tiles = scratches[tid], all_tiles[tid]
     h = writable(x)
     for l in range(len(ws)):
         w, z = writable(ws[l]), zs[l]
-        if not _narrow(n, w.shape[1]):
-            for r in range(n):
-                _row_mask_words(h, r, masks[l], r)
+        d_in, d_out = w.shape
+        pre = tiles[:0]
+        if packing is not None and _packs(n, d_in, d_out):
+            pre = tiles
+            _pack_tiles(w, _bool(False), pre, _int(0), _int(1))  # once, not once a block
         relu = l < len(ws) - 1 if codes is None else codes[l] == _RELU
-        _linear_into(h, masks[l], w, writable(bs[l]), z, relu, packing, _int(0), n, empty,
-                     empty)
-        if codes is not None and codes[l] != _RELU and codes[l] != _IDENTITY:
-            _activate_rows(z, outs[l], codes[l], _int(0), n)
+        for r0 in range(lo, hi, EVAL_ROWS):
+            r1 = min(r0 + EVAL_ROWS, hi)
+            if not _narrow(n, d_out):
+                for r in range(r0, r1):
+                    _row_mask_words(h, r, masks[l], r)
+            _linear_into(h, masks[l], w, writable(bs[l]), z, relu, packing, r0, r1, scratch,
+                         pre)
+            if codes is not None and codes[l] != _RELU and codes[l] != _IDENTITY:
+                _activate_rows(z, outs[l], codes[l], r0, r1)
         h = outs[l]
 
 

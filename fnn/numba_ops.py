@@ -13,8 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
+from . import team as _team
 from .activations import IDENTITY, Activation
 from .backends import NUMPY_OPS, Ops
+from .interrupts import deferred_sigint
 from .losses import SOFTMAX_XENT, Loss
 from .model import Model
 from .params import Params
@@ -92,10 +94,27 @@ def _output(params: Params, model: Model, x: np.ndarray) -> np.ndarray | None:
     kept = (kernels.RELU_CODE, kernels.IDENTITY_CODE)  # z is a itself (see Ops.layer)
     zs = tuple(o if c in kept else np.empty_like(o) for o, c in zip(outs, codes))
     masks = tuple(np.empty((n, -(-w.shape[0] // 64)), dtype=np.uint64) for w in ws)
-    kernels.output_into(ws, tuple(_in(p.b) for p in params), _in(x), kernels.codes_arg(codes),
-                        kernels.packing_for(max(w.shape[1] for w in ws)), zs, outs, masks,
-                        np.empty(0, dtype=dtype))
+    team = _team_for(n * sum(w.size for w in ws))
+    widths = tuple(d for w in ws for d in w.shape)
+    scratches = np.empty((team, kernels.scratch_size(widths, kernels.EVAL_ROWS)), dtype=dtype)
+    packing = kernels.packing_for(max(w.shape[1] for w in ws))
+    tiles = kernels.tiles_size(tuple(w.shape for w in ws)) if packing is not None else 0
+    args = (ws, tuple(_in(p.b) for p in params), _in(x), kernels.codes_arg(codes), packing,
+            zs, outs, masks, scratches, np.empty((team, tiles), dtype=dtype))
+    with deferred_sigint():  # Ctrl-C after the kernel, not inside numba's dispatcher
+        _team.run(kernels.output_into, args, _team.new_sync(), team)
     return outs[-1]
+
+
+#: Multiply-adds a pass needs for each thread beyond the first: below, starting one
+#: costs more than it saves (a thread starts and joins in ~0.1 ms).
+_MACS_PER_THREAD = 1 << 24
+
+
+def _team_for(macs: int) -> int:
+    """The threads for a whole pass of `macs` multiply-adds (the free CPUs at most)."""
+    wanted = min(_team.max_threads(), 1 + macs // _MACS_PER_THREAD)
+    return 1 if wanted == 1 else min(wanted, _team.free_cpus())
 
 
 def _in(a: np.ndarray) -> np.ndarray:

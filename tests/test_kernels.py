@@ -279,27 +279,33 @@ def test_backprop_with_the_kernels_matches_the_notebook(sizes, batch, dtype):
 @pytest.mark.parametrize(("sizes", "activation", "loss"), [
     ([784, 64, 10], "relu", "softmax_cross_entropy"),  # the notebook's: codes None
     ([31, 70, 16, 7, 5], ("tanh", "relu", "gelu"), "mse"),
-    ([20, 150, 3], "sigmoid", "sigmoid_binary_cross_entropy"),  # 150 rows pack
+    ([20, 150, 3], "sigmoid", "sigmoid_binary_cross_entropy"),  # 150 rows: w's tiles packed
 ])
-def test_a_whole_pass_gives_the_bits_of_the_layers_one_by_one(sizes, activation, loss, dtype):
+def test_a_whole_pass_gives_the_bits_of_the_layers_one_by_one(sizes, activation, loss, dtype,
+                                                                monkeypatch):
     # Ops.output and loss_value (`output_into`, `loss_into`: what predict, accuracy, loss
-    # and evaluation read) against the layer-by-layer pass and the loss backprop gives.
+    # and evaluation read) against the layer-by-layer pass and the loss backprop gives,
+    # for one thread and a team of 3 (rows in blocks of EVAL_ROWS, shared out in 16s).
+    from fnn import numba_ops
+
     rng = np.random.default_rng(8)
     ops, model = get_ops("numba"), make_model(len(sizes) - 1, activation, loss)
     params = fnn.init_params(rng, sizes, dtype=dtype)
     params = tuple(Layer(np.asfortranarray(p.w) if l % 2 else p.w,  # either layout
                          rng.normal(0, 0.1, p.b.shape).astype(dtype))
                    for l, p in enumerate(params))
-    for n in (1, 2, 17, 150):
+    for n in (1, 2, 17, 150, 2 * kernels.EVAL_ROWS + 35):
         x = sparse(rng, (n, sizes[0]), dtype, 0.8)
         x.flags.writeable = False
         y = (rng.integers(0, sizes[-1], n) if loss == "softmax_cross_entropy"
              else (rng.random((n, sizes[-1])) < 0.5).astype(dtype))
-        out = ops.output(params, model, x)
         want = forward_unchecked(ops, params, model, x).out
-        assert out.dtype == dtype and out.flags.c_contiguous
-        np.testing.assert_array_equal(out, want)
-        np.testing.assert_array_equal(np.signbit(out), np.signbit(want))
+        for team in (1, 3):
+            monkeypatch.setattr(numba_ops, "_team_for", lambda macs, team=team: team)
+            out = ops.output(params, model, x)
+            assert out.dtype == dtype and out.flags.c_contiguous
+            np.testing.assert_array_equal(out, want)
+            np.testing.assert_array_equal(np.signbit(out), np.signbit(want))
         value = ops.loss_value(out, y, model.loss)
         assert value == backprop_unchecked(ops, params, model, x, y)[0]
         assert value == pytest.approx(NUMPY_OPS.loss_value(out, y, model.loss),
