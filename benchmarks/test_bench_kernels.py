@@ -5,6 +5,11 @@ of the MNIST net (784x64: a = a real MNIST batch; 64x10: a = its hidden activati
 batch 64 and 256, float32 and float64: fnn's numba kernel, NumPy's BLAS matmul (the
 "numpy" backend) and the origin notebook's broadcast-and-sum gradient (as in
 `fnn.reference.backprop`). Groups "forward-<dtype>-b<batch>" time the logits of the net.
+Groups "evaluate-<dtype>-<net>" time `fnn.evaluate` (loss and accuracy) on the 10,000
+test images at three of the scale table's nets: the numba path's whole pass on its team
+(`fnn.kernels.output_into`) against NumPy's BLAS, both as this process's thread settings
+have them (one process: for the ratio without one library's idle threads in the other's
+way, see the README's figures, timed in a worker process each).
 """
 
 from __future__ import annotations
@@ -77,4 +82,18 @@ def test_forward(benchmark, data, net, dtype, batch, impl):
         f = lambda: fnn.forward(params, x, backend=impl)  # noqa: E731
     f()  # compiled outside the timed region
     benchmark.group = f"forward-{np.dtype(dtype).name}-b{batch}"
+    benchmark(f)
+
+
+@pytest.mark.parametrize("impl", ["numba", "numpy"])
+@pytest.mark.parametrize("sizes", [(784, 64, 10), (784, 256, 128, 10), (784, 1024, 1024, 10)],
+                         ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_evaluate(benchmark, data, dtype, sizes, impl):
+    ds = data(dtype)
+    params = fnn.init_params(SEED, sizes, dtype=dtype)
+    f = lambda: fnn.evaluate(params, ds.x_test, ds.y_test, backend=impl)  # noqa: E731
+    assert f() == pytest.approx(fnn.evaluate(params, ds.x_test, ds.y_test, backend="numpy"),
+                                rel=1e-4)  # (compiled outside the timed region)
+    benchmark.group = f"evaluate-{np.dtype(dtype).name}-{'-'.join(map(str, sizes))}"
     benchmark(f)
