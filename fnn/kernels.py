@@ -51,6 +51,8 @@ So a kernel gives bit-identical results on every call and every run. Everything 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numba.extending import overload
 
@@ -1259,12 +1261,14 @@ def train_epoch(ws, bs, s1ws, s1bs, s2ws, s2bs, x, y, order, batch_size, lrs, ki
 
 
 # ---------------------------------------------------------------- a whole set, evaluated
-def codes_arg(codes: np.ndarray) -> np.ndarray | None:
-    """What `train_epoch` and `output_into` take for the activation codes (layers,)
-    int64: None for ReLU hidden layers and an identity output (the notebook's net), a
-    type of its own, so that numba prunes the other activations' code; else codes."""
-    plain = np.all(codes[:-1] == _RELU) and codes[-1] == _IDENTITY
-    return None if plain else codes
+def codes_arg(codes: Sequence[int]) -> np.ndarray | None:
+    """What `train_epoch` and `output_into` take for the activation codes of the layers:
+    None for ReLU hidden layers and an identity output (the notebook's net), a type of
+    its own, so that numba prunes the other activations' code; else (layers,) int64."""
+    *hidden, last = (int(c) for c in codes)
+    if last == _IDENTITY and all(c == _RELU for c in hidden):
+        return None
+    return np.array(codes, dtype=np.int64)
 
 
 #: Rows that `output_into` takes through every layer at a time (even: row pairs stay

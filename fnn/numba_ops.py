@@ -85,8 +85,8 @@ def _loss_value(out: np.ndarray, y: np.ndarray, loss: Loss) -> float:
 
 
 def _output(params: Params, model: Model, x: np.ndarray) -> np.ndarray | None:
-    codes = np.array([model.activation(l).code for l in range(len(params))], dtype=np.int64)
-    if (codes < 0).any():  # a user's activation: no compiled pass (the layers one by one)
+    codes = [model.activation(l).code for l in range(len(params))]
+    if min(codes) < 0:  # a user's activation: no compiled pass (the layers one by one)
         return None
     ws = tuple(_in(p.w) for p in params)
     n, dtype = x.shape[0], ws[0].dtype
@@ -113,6 +113,8 @@ _MACS_PER_THREAD = 1 << 24
 
 def _team_for(macs: int) -> int:
     """The threads for a whole pass of `macs` multiply-adds (the free CPUs at most)."""
+    if macs < _MACS_PER_THREAD:  # (before the thread settings: a small pass is common)
+        return 1
     wanted = min(_team.max_threads(), 1 + macs // _MACS_PER_THREAD)
     return 1 if wanted == 1 else min(wanted, _team.free_cpus())
 
@@ -121,6 +123,9 @@ def _in(a: np.ndarray) -> np.ndarray:
     """A C-contiguous read-only view of a (a copy if it is not C-contiguous): what the
     whole-pass kernels read, one compiled type whatever the caller's flags and layout
     (a tuple of weights must be of one type, too, to be indexed by layer)."""
+    flags = a.flags
+    if flags.c_contiguous and not flags.writeable:  # params are
+        return a
     view = np.ascontiguousarray(a).view()
     view.flags.writeable = False
     return view
