@@ -294,7 +294,7 @@ def _workspace(ws: tuple[np.ndarray, ...], y: np.ndarray, batch: int, codes: np.
         ins.append(np.empty((batch, d_in), dtype=dtype) if dropped else below)
         drops.append(np.empty((batch, d_in), dtype=dtype) if dropped else none)
         outs.append(np.empty((batch, d_out), dtype=dtype))
-        plain = codes[l] in (kernels.RELU_CODE, kernels.IDENTITY_CODE)
+        plain = codes[l] in kernels.IN_PLACE_CODES
         zs.append(outs[l] if plain else np.empty((batch, d_out), dtype=dtype))
         hmasks.append(np.empty((batch, -(-d_in // 64)), dtype=np.uint64))
         cbits.append(np.zeros((team * words, d_in), dtype=np.uint64))

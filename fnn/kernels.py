@@ -68,13 +68,12 @@ __all__ = [
     "ASSIGN",
     "EVAL_ROWS",
     "HYPER",
-    "IDENTITY_CODE",
+    "IN_PLACE_CODES",
     "NARROW",
     "OPTIMIZERS",
     "PACKING",
     "PACK_ROWS",
     "RELU",
-    "RELU_CODE",
     "STEP_SCALARS",
     "SUBTRACT",
     "TILE",
@@ -720,9 +719,9 @@ def _mean_terms(terms):
 _f0, _f1, _f2, _f3, _f4, _f5 = (_inline(a.forward) for a in _acts.BUILTIN)
 _d0, _d1, _d2, _d3, _d4, _d5 = (_inline(a.derivative) for a in _acts.BUILTIN)
 _RELU, _IDENTITY = _acts.RELU.code, _acts.IDENTITY.code
-#: The codes of the activations whose output `train_epoch` keeps in the pre-activation's
-#: array (ReLU is fused into the product; identity changes nothing).
-RELU_CODE, IDENTITY_CODE = _RELU, _IDENTITY
+#: The codes of the activations whose output `train_epoch` and `output_into` keep in the
+#: pre-activation's array (ReLU is fused into the product; identity changes nothing).
+IN_PLACE_CODES = (_RELU, _IDENTITY)
 _XENT = _losses.SOFTMAX_XENT.code
 _MSE, _BCE = _losses.LOSS_FUNCTIONS["mse"], _losses.LOSS_FUNCTIONS["sigmoid_binary_cross_entropy"]
 _e1, _g1, _e2, _g2 = (_inline(f) for f in (_MSE.element, _MSE.element_grad, _BCE.element,

@@ -91,8 +91,8 @@ def _output(params: Params, model: Model, x: np.ndarray) -> np.ndarray | None:
     ws = tuple(_in(p.w) for p in params)
     n, dtype = x.shape[0], ws[0].dtype
     outs = tuple(np.empty((n, w.shape[1]), dtype=dtype) for w in ws)
-    kept = (kernels.RELU_CODE, kernels.IDENTITY_CODE)  # z is a itself (see Ops.layer)
-    zs = tuple(o if c in kept else np.empty_like(o) for o, c in zip(outs, codes))
+    zs = tuple(o if c in kernels.IN_PLACE_CODES else np.empty_like(o)  # (see Ops.layer)
+               for o, c in zip(outs, codes))
     masks = tuple(np.empty((n, -(-w.shape[0] // 64)), dtype=np.uint64) for w in ws)
     team = _team_for(n * sum(w.size for w in ws))
     widths = tuple(d for w in ws for d in w.shape)
