@@ -212,10 +212,7 @@ def threads_for(params: Params, batch_size: int) -> int:
     `fnn.team.max_threads()` (FNN_NUM_THREADS, NUMBA_NUM_THREADS or the CPUs) and
     `fnn.team.free_cpus()` (CPUs not busy with other work right now)."""
     macs = batch_size * sum(p.w.shape[0] * p.w.shape[1] for p in params)
-    wanted = min(_team.max_threads(), macs // MACS_PER_THREAD)
-    if wanted <= 1:
-        return 1
-    return min(wanted, _team.free_cpus())
+    return _team.team_for(macs, MACS_PER_THREAD)
 
 
 #: An automatic team's calls for one problem time the other choice again every this many

@@ -94,7 +94,7 @@ def _output(params: Params, model: Model, x: np.ndarray) -> np.ndarray | None:
     zs = tuple(o if c in kernels.IN_PLACE_CODES else np.empty_like(o)  # (see Ops.layer)
                for o, c in zip(outs, codes))
     masks = tuple(np.empty((n, -(-w.shape[0] // 64)), dtype=np.uint64) for w in ws)
-    team = _team_for(n * sum(w.size for w in ws))
+    team = _team.team_for(n * sum(w.size for w in ws), _MACS_PER_THREAD)
     widths = tuple(d for w in ws for d in w.shape)
     scratches = np.empty((team, kernels.scratch_size(widths, kernels.EVAL_ROWS)), dtype=dtype)
     packing = kernels.packing_for(max(w.shape[1] for w in ws))
@@ -106,17 +106,10 @@ def _output(params: Params, model: Model, x: np.ndarray) -> np.ndarray | None:
     return outs[-1]
 
 
-#: Multiply-adds a pass needs for each thread beyond the first: below, starting one
-#: costs more than it saves (a thread starts and joins in ~0.1 ms).
-_MACS_PER_THREAD = 1 << 24
-
-
-def _team_for(macs: int) -> int:
-    """The threads for a whole pass of `macs` multiply-adds (the free CPUs at most)."""
-    if macs < _MACS_PER_THREAD:  # (before the thread settings: a small pass is common)
-        return 1
-    wanted = min(_team.max_threads(), 1 + macs // _MACS_PER_THREAD)
-    return 1 if wanted == 1 else min(wanted, _team.free_cpus())
+#: A whole pass takes one thread per this many multiply-adds (`fnn.team.team_for`), so
+#: a team from 2^24: below, starting a thread costs more than it saves (a thread starts
+#: and joins in ~0.1 ms).
+_MACS_PER_THREAD = 1 << 23
 
 
 def _in(a: np.ndarray) -> np.ndarray:

@@ -39,7 +39,8 @@ import numpy as np
 
 from .numba_compat import ATOMICS, atomic_add, atomic_load, atomic_store, cpu_relax, jit
 
-__all__ = ["SYNC_SIZE", "barrier", "free_cpus", "max_threads", "new_sync", "run", "share"]
+__all__ = ["SYNC_SIZE", "barrier", "free_cpus", "max_threads", "new_sync", "run", "share",
+           "team_for"]
 
 _jit = jit()
 _inline = jit(inline="always")
@@ -102,6 +103,16 @@ def max_threads() -> int:
             except ValueError:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}") from None
     return _cpus()
+
+
+def team_for(macs: int, per_thread: int) -> int:
+    """The threads for a piece of work of `macs` multiply-adds: one per `per_thread` of
+    them, at most `max_threads()` and `free_cpus()` (read only when it would be more
+    than one)."""
+    wanted = min(max_threads(), macs // per_thread)
+    if wanted <= 1:
+        return 1
+    return min(wanted, free_cpus())
 
 
 def _cpus() -> int:

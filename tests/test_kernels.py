@@ -286,7 +286,7 @@ def test_a_whole_pass_gives_the_bits_of_the_layers_one_by_one(sizes, activation,
     # Ops.output and loss_value (`output_into`, `loss_into`: what predict, accuracy, loss
     # and evaluation read) against the layer-by-layer pass and the loss backprop gives,
     # for one thread and a team of 3 (rows in blocks of EVAL_ROWS, shared out in 16s).
-    from fnn import numba_ops
+    from fnn import team as _team
 
     rng = np.random.default_rng(8)
     ops, model = get_ops("numba"), make_model(len(sizes) - 1, activation, loss)
@@ -301,7 +301,7 @@ def test_a_whole_pass_gives_the_bits_of_the_layers_one_by_one(sizes, activation,
              else (rng.random((n, sizes[-1])) < 0.5).astype(dtype))
         want = forward_unchecked(ops, params, model, x).out
         for team in (1, 3):
-            monkeypatch.setattr(numba_ops, "_team_for", lambda macs, team=team: team)
+            monkeypatch.setattr(_team, "team_for", lambda macs, per, team=team: team)
             out = ops.output(params, model, x)
             assert out.dtype == dtype and out.flags.c_contiguous
             np.testing.assert_array_equal(out, want)
