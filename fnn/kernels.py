@@ -60,7 +60,7 @@ from . import activations as _acts
 from . import dropout as _dropout
 from . import losses as _losses
 from .numba_compat import fma as _fma
-from .numba_compat import jit, stack_tile, strided, trailing_zeros, writable
+from .numba_compat import jit, jit_options, stack_tile, strided, trailing_zeros, writable
 from .numba_compat import prefetch as _prefetch
 from .team import barrier, share
 
@@ -105,7 +105,14 @@ _inline = jit(inline="always")
 # Called only from other kernels: no CPython wrapper is compiled for it (a wrapper is a
 # function of its own for LLVM to optimise and emit; measured, the epoch's cold compile
 # went from 14.6 to 13.4 s without them and the cfunc wrappers, which no kernel has).
-_inner = jit(no_cpython_wrapper=True)
+# And no reference counting: an inner kernel allocates nothing (its buffers are its
+# caller's, `_carve`), so it keeps no array alive; the counts were code of their own in
+# every kernel, and numba's allocator compiled for them. The first `fit` compiled in
+# 4.77-5.32 s against 5.23-6.25 s (A/B, five processes each, 2026-12-07 06:4x UTC).
+_inner = jit(nrt=False, no_cpython_wrapper=True)
+# The inline overloads (`_loss_rows`, `_copy_target`) are compiled whole once to be
+# typed, then inlined: compiled as inner kernels, that compile makes no machine code.
+_OVERLOAD_OPTIONS = jit_options(nrt=False, no_cpython_wrapper=True)
 
 #: Output columns accumulated in registers at once: 4 AVX-512 registers of float32.
 TILE = 64
@@ -299,11 +306,9 @@ def tiles_size(widths_in_out: tuple[tuple[int, int], ...]) -> int:
 
 @_inline
 def _carve(scratch, start, rows, cols):
-    """A (rows, cols) C array: scratch[start:start + rows * cols] when scratch holds it,
-    else a new array. scratch: 1-d, a thread's own (see `train_epoch`), or empty."""
-    if scratch.shape[0] >= start + rows * cols:
-        return scratch[start:start + rows * cols].reshape((rows, cols))
-    return np.empty((rows, cols), dtype=scratch.dtype)
+    """scratch[start:start + rows * cols] as a (rows, cols) C array. scratch: 1-d, a
+    thread's own, of `scratch_size` elements or more for the product (see `train_epoch`)."""
+    return scratch[start:start + rows * cols].reshape((rows, cols))
 
 
 @_inner
@@ -323,7 +328,7 @@ def _sparse_matmul(left, masks, right, transposed, bias, out, mode, scale, packi
     set, ascending, of left[o, i] * r[i, :]. Row o of out depends on row o of left and
     masks alone, so rows can be shared out between threads (`fnn.team`) without changing
     a bit. packing: PACKING lets a large product pack (`_packs`). scratch: 1-d of right's
-    dtype, room for the packed tiles (see `train_epoch`), or empty (then allocated).
+    dtype, `scratch_size` elements or more (the packed tile and the running sums).
     tiles: empty, or every tile of r already packed by the team (`_pack_tiles`), which
     a packed product then reads instead of packing its own.
 
@@ -428,13 +433,21 @@ def _packed_tile_sums(left, masks, packed, part, out, t, bias, mode, scale, lo, 
                     _store(out, o1, t0, cols, acc1, bias, mode, scale)
 
 
+def _scratch_elems(width, batch):  # type: ignore[no-untyped-def]
+    """`scratch_size` for the widest layer's `width` (Python, and compiled below)."""
+    k = max(width, batch)
+    return max(2 * k * TILE, width * batch) + width * batch
+
+
+_scratch_for = _inline(_scratch_elems)  # the one-off products' scratch, the same rule
+
+
 def scratch_size(widths: tuple[int, ...], batch: int) -> int:
     """The elements of a thread's `scratch` for products whose dimensions are at most
     max(widths) and batch: two packed tiles' worth (a tile and the running sums), or a
     transposed batch of the widest layer (`_linear_into`), whichever is larger; then
     room for a transposed batch of the widest layer again (`_weight_grad_into`)."""
-    k = max(max(widths), batch)
-    return max(2 * k * TILE, max(widths) * batch) + max(widths) * batch
+    return int(_scratch_elems(max(widths), batch))
 
 
 # ---------------------------------------------------------------- the Ops kernels
@@ -445,14 +458,9 @@ def _narrow(n, d_out):
 
 
 @_inner
-def _no_masks():
-    return np.empty((0, 1), dtype=np.uint64)
-
-
-@_inner
 def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch, tiles):
     """Rows [lo, hi) of `linear` into out (n, d_out), given masks = row_masks(x) (not
-    read, and may be `_no_masks()`, when the output is narrow); scratch: see
+    read, and may be empty, when the output is narrow); scratch: see
     `_sparse_matmul`."""
     n, d_in, d_out = x.shape[0], x.shape[1], w.shape[1]
     zero = w.dtype.type(0)
@@ -475,10 +483,11 @@ def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch, tiles):
                        scratch, tiles)
 
 
-@_inner
-def _no_scratch(like):
-    """An empty scratch for a kernel's one-off call: its buffers are allocated."""
-    return np.empty(0, dtype=like.dtype)
+@_inline
+def _one_off_scratch(like, n, d_in, d_out):
+    """The scratch of a one-off product of n rows through (d_in, d_out) (`linear`,
+    `matmul_t`, `weight_grad_into`), of like's dtype; its [:0] is the empty `tiles`."""
+    return np.empty(_scratch_for(max(d_in, d_out), n), dtype=like.dtype)
 
 
 @_jit
@@ -492,10 +501,11 @@ def linear(x, w, b, relu, packing=None):
     epoch share one compiled copy of each kernel (a first `fnn train` compiled 3.6 s
     less)."""
     x, w, b = writable(x), writable(w), writable(b)
-    masks = _no_masks() if _narrow(x.shape[0], w.shape[1]) else row_masks(x)
-    out = np.empty((x.shape[0], w.shape[1]), dtype=w.dtype)
-    _linear_into(x, masks, w, b, out, relu, packing, _int(0), x.shape[0], _no_scratch(w),
-                 _no_scratch(w))
+    n, (d_in, d_out) = x.shape[0], w.shape
+    masks = np.empty((0, 1), dtype=np.uint64) if _narrow(n, d_out) else row_masks(x)
+    out = np.empty((n, d_out), dtype=w.dtype)
+    scratch = _one_off_scratch(w, n, d_in, d_out)
+    _linear_into(x, masks, w, b, out, relu, packing, _int(0), n, scratch, scratch[:0])
     return out
 
 
@@ -514,9 +524,11 @@ def _matmul_t_into(delta, masks, w, out, packing, lo, hi, scratch, tiles, zeros)
 def matmul_t(delta, w, packing=None):
     """delta @ w.T over delta's non-zeros (see `_sparse_matmul`). -> (n, d_in)."""
     delta, w = writable(delta), writable(w)
-    out = np.empty((delta.shape[0], w.shape[0]), dtype=w.dtype)
-    _matmul_t_into(delta, row_masks(delta), w, out, packing, _int(0), delta.shape[0],
-                   _no_scratch(w), _no_scratch(w), np.zeros(w.shape[0], dtype=w.dtype))
+    n, (d_in, d_out) = delta.shape[0], w.shape
+    out = np.empty((n, d_in), dtype=w.dtype)
+    scratch = _one_off_scratch(w, n, d_in, d_out)
+    _matmul_t_into(delta, row_masks(delta), w, out, packing, _int(0), n, scratch,
+                   scratch[:0], np.zeros(d_in, dtype=w.dtype))
     return out
 
 
@@ -579,7 +591,7 @@ def _narrow_weight_grad(a, delta, out, mode, scale, lo, hi):
 @_inner
 def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratch, zeros):
     """Rows [lo, hi) of `weight_grad_into`, given masks = col_masks(a) (not read, and may
-    be `_no_masks()`, when the output is narrow; then lo is a multiple of TILE).
+    be empty, when the output is narrow; then lo is a multiple of TILE).
     zeros: (d_out,) or longer, 0 of delta's dtype (the product's bias, as in
     `_matmul_t_into`; zeros[:0] is its empty `tiles`)."""
     d_in, d_out = out.shape
@@ -605,8 +617,9 @@ def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratc
 
 @_inline
 def _carve_tail(scratch, rows, cols, keep):
-    """`_carve` of scratch's last rows * cols elements when they leave its first `keep`
-    elements alone (what the product carves from the front), else a new array."""
+    """`_carve` of scratch's last rows * cols elements, which leave its first `keep`
+    elements (what the product carves from the front) alone: `scratch_size` has room for
+    both (if it had not, the reshape of too few elements would raise)."""
     return _carve(scratch, max(keep, scratch.shape[0] - rows * cols), rows, cols)
 
 
@@ -631,8 +644,9 @@ def weight_grad_into(a, delta, out, mode, scale, packing=None):
     if _narrow(d_in, out.shape[1]):
         _narrow_weight_grad(a, delta, out, mode, scale, _int(0), d_in)  # no masks to make
     else:
+        scratch = _one_off_scratch(delta, a.shape[0], d_in, out.shape[1])
         _weight_grad_into(a, col_masks(a), delta, out, mode, scale, packing, _int(0), d_in,
-                          _no_scratch(delta), np.zeros(out.shape[1], dtype=delta.dtype))
+                          scratch, np.zeros(out.shape[1], dtype=delta.dtype))
 
 
 @_jit
@@ -965,7 +979,7 @@ def _loss_rows(out, y, code, delta, terms, lo, hi):  # typed by the overload bel
     raise NotImplementedError
 
 
-@overload(_loss_rows, inline="always")
+@overload(_loss_rows, inline="always", jit_options=_OVERLOAD_OPTIONS)
 def _loss_rows_impl(out, y, code, delta, terms, lo, hi):  # type: ignore[no-untyped-def]
     """Labels (n,) take softmax cross-entropy, float targets (n, k) an elementwise loss."""
     if y.ndim == 1:
@@ -979,7 +993,7 @@ def _copy_target(yb, r, y, e):  # typed by the overload below
     raise NotImplementedError
 
 
-@overload(_copy_target, inline="always")
+@overload(_copy_target, inline="always", jit_options=_OVERLOAD_OPTIONS)
 def _copy_target_impl(yb, r, y, e):  # type: ignore[no-untyped-def]
     """yb[r] = y[e]: a label (n,), or a row of targets (n, k) element by element (an array
     assignment would allocate a temporary, and `train_epoch` has no allocator)."""

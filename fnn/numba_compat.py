@@ -39,7 +39,8 @@ from numba.core import types
 from numba.extending import intrinsic
 
 __all__ = ["ATOMICS", "FALLBACKS", "atomic_add", "atomic_load", "atomic_store", "cpu_relax",
-           "fma", "jit", "prefetch", "stack_tile", "strided", "trailing_zeros", "writable"]
+           "fma", "jit", "jit_options", "prefetch", "stack_tile", "strided", "trailing_zeros",
+           "writable"]
 
 #: The internals this numba lacks, by the name of the function that falls back.
 FALLBACKS: list[str] = []
@@ -238,6 +239,21 @@ else:  # pragma: no cover - depends on the numba release
     _KERNEL_COMPILER = None
 
 
+def jit_options(*, nrt: bool = True, **options: Any) -> dict[str, Any]:
+    """The numba options of `jit` but its cache (for numba's `overload(jit_options=...)`,
+    which compiles its implementation uncached): see `jit`."""
+    # No cfunc wrapper (a C entry point for numba's first-class functions, which fnn
+    # never takes): one function fewer to compile per kernel (the first fit compiled
+    # 0.15-0.2 s faster without).
+    options = {"nogil": True, "error_model": "numpy", "no_cfunc_wrapper": True, **options}
+    if _NRT_OPTION:
+        # (the heap tile of `stack_tile`'s fallback is allocated: it needs the counts)
+        options["_nrt"] = nrt or not _STACK_TILES
+    if _KERNEL_COMPILER is not None:
+        options.setdefault("pipeline_class", _KERNEL_COMPILER)
+    return options
+
+
 def jit(*, nrt: bool = True, **options: Any) -> Any:
     """The decorator of every fnn kernel: numba's `njit`, cached, releasing the GIL,
     with numpy's error model (a division by zero gives inf or nan, as in NumPy, with no
@@ -249,17 +265,9 @@ def jit(*, nrt: bool = True, **options: Any) -> Any:
     (numba would have them inherit the setting: `_nrt` is set on every kernel).
     Fallbacks: numba's own compiler (a slower compile, the same machine code but for
     what LLVM inlines across kernels; the same bits); numba's own unlocked cache;
-    reference counting everywhere (a slower compile)."""
-    # No cfunc wrapper (a C entry point for numba's first-class functions, which fnn
-    # never takes): one function fewer to compile per kernel (the first fit compiled
-    # 0.15-0.2 s faster without).
-    options = {"cache": True, "nogil": True, "error_model": "numpy", "no_cfunc_wrapper": True,
-               **options}
-    if _NRT_OPTION:
-        options["_nrt"] = nrt
-    if _KERNEL_COMPILER is not None:
-        options.setdefault("pipeline_class", _KERNEL_COMPILER)
-    decorate = nb.njit(**options)
+    reference counting everywhere (a slower compile; so too where the stack tile falls
+    back to a heap array, which is allocated)."""
+    decorate = nb.njit(**jit_options(nrt=nrt, **{"cache": True, **options}))
 
     def kernel(func: Any) -> Any:
         dispatcher = decorate(func)
@@ -381,6 +389,9 @@ def _make_stack_tile(size: int) -> Any:
     return stack_tile
 
 
+_STACK_TILES = cgutils is not None and populate_array is not None
+
+
 def stack_tile(size: int) -> Any:
     """A jit function `tile(like)`: a 1-d C array of `size` elements of the array `like`'s
     dtype, in the calling kernel's stack frame (uninitialised).
@@ -389,7 +400,7 @@ def stack_tile(size: int) -> Any:
     accumulates into it keeps it in registers. It must not outlive the calling kernel.
     Fallback: a heap array (slower; the same values).
     """
-    if cgutils is not None and populate_array is not None:
+    if _STACK_TILES:
         return _make_stack_tile(size)
     FALLBACKS.append("stack_tile")
 
