@@ -127,10 +127,13 @@ _ZERO = np.uint64(0)
 #: each column block of its right operand into a contiguous buffer (see `_packs`).
 PACK_ROWS = 128
 _COPY_ROWS = 8  # `_pack_tile` transposes this many rows of right at a time
-# `_transpose_cols` this many rows of a (then each row of its output is written 64 bytes
-# or more at a time). Measured, one thread, a of 1024 rows: MNIST's x (784 columns)
-# 448 -> 172 us float32 (537 -> 203 us float64), 1024 x 256 169 -> 58 us; 128 x 1024
-# 31 -> 40 us (4 and 32 rows slower in all but one).
+# `_transpose` copies this many rows of a at a time (then each row of its output is
+# written 64 bytes or more at a time; half as many rows where they alias in L1). Measured,
+# one thread, the weight gradient's a of 1024 rows: MNIST's x (784 columns) 448 -> 172 us
+# float32 (537 -> 203 us float64), 1024 x 256 169 -> 58 us (4 and 32 rows slower in all
+# but one). The logits' forward (`_linear_into`, narrow) of 1024 rows: 128 -> 10 1,292 ->
+# 70-103 us, 800 -> 10 5,719 -> 434 us; of 64 rows, 1024 -> 10 33 -> 27 us (with 16 rows
+# at a time 38-39 us: its rows are 4 KiB apart).
 _TRANSPOSE_ROWS = 16
 #: The `packing` argument that lets the products of a kernel pack (`_packs`); None
 #: there compiles no packed code at all (numba prunes the `packing is None` branch),
@@ -470,9 +473,7 @@ def _linear_into(x, masks, w, b, out, relu, packing, lo, hi, scratch, tiles):
         # weight-gradient product of `_narrow_weight_grad`, whose tiles run along the batch;
         # each out[r, j] is the same ascending sum over i (plus terms that are +-0).
         x_t = _carve(scratch, 0, d_in, hi - lo)
-        for r in range(lo, hi):
-            for i in range(d_in):
-                x_t[i, r - lo] = x[r, i]
+        _transpose(x, lo, hi, _int(0), d_in, x_t)
         _narrow_weight_grad(x_t, w, out[lo:hi], _int(ASSIGN), zero, _int(0), hi - lo)
         for r in range(lo, hi):
             for j in range(d_out):
@@ -607,7 +608,7 @@ def _weight_grad_into(a, masks, delta, out, mode, scale, packing, lo, hi, scratc
             # a small one the copy costs more than it saves (784-64-10 batch 64: 68 ms an
             # epoch against 56-61 ms).
             a_t = _carve_tail(scratch, hi - lo, n, (n + hi - lo) * TILE)
-            _transpose_cols(a, lo, hi, a_t)
+            _transpose(a, _int(0), n, lo, hi, a_t)
             _sparse_matmul(strided(a_t), masks[lo:hi], delta, _bool(False), zeros, out[lo:hi],
                            mode, scale, packing, _int(0), hi - lo, scratch, zeros[:0])
         else:
@@ -624,14 +625,18 @@ def _carve_tail(scratch, rows, cols, keep):
 
 
 @_inner
-def _transpose_cols(a, lo, hi, out):
-    """out[c - lo, r] = a[r, c] for the columns [lo, hi) of a (n, d); out: (hi - lo, n).
-    _TRANSPOSE_ROWS rows of a at a time, along them, as `_pack_tile`."""
-    n = a.shape[0]
-    for r0 in range(0, n, _TRANSPOSE_ROWS):
-        for c in range(lo, hi):
-            for r in range(min(_TRANSPOSE_ROWS, n - r0)):
-                out[np.uint64(c - lo), np.uint64(r0 + r)] = a[np.uint64(r0 + r), np.uint64(c)]
+def _transpose(a, r_lo, r_hi, c_lo, c_hi, out):
+    """out[c - c_lo, r - r_lo] = a[r, c] for the rows [r_lo, r_hi) and columns [c_lo,
+    c_hi) of a (C); out: (c_hi - c_lo, r_hi - r_lo), C. _TRANSPOSE_ROWS rows of a at a
+    time, along them, as `_pack_tile`: a row of a at a time, its elements written a whole
+    row of out apart, fell into the same few cache sets (the logits' forward of a batch
+    of 1024 rows took 1.3 ms for 128 inputs, 5.7 ms for 800)."""
+    # Rows a multiple of 4 KiB apart fall into the same few L1 cache sets: half as many.
+    rows = _TRANSPOSE_ROWS if a.strides[0] % 4096 else _TRANSPOSE_ROWS // 2
+    for r0 in range(r_lo, r_hi, rows):
+        for c in range(c_lo, c_hi):
+            for r in range(r0, min(r0 + rows, r_hi)):
+                out[np.uint64(c - c_lo), np.uint64(r - r_lo)] = a[np.uint64(r), np.uint64(c)]
 
 
 @_jit

@@ -217,6 +217,13 @@ def test_each_row_depends_only_on_its_own_inputs(dtype):
     full = kernels.linear(x, w, b, False, kernels.PACKING)
     for r in (0, 64, kernels.PACK_ROWS + 2):
         np.testing.assert_array_equal(full[r], kernels.linear(x[r : r + 1], w, b, False)[0])
+    # A narrow forward copies x.T a block of rows at a time (`_transpose`; blocks half as
+    # tall where x's rows are 4 KiB apart): every row, in any block, keeps its value.
+    for d_in in (784, 4096 // np.dtype(dtype).itemsize):
+        x, w, b, _ = operands(6, 203, d_in, 10, dtype)
+        full = kernels.linear(x, w, b, False)
+        for r in (0, 7, 8, 15, 16, 100, 202):
+            np.testing.assert_array_equal(full[r], kernels.linear(x[r : r + 1], w, b, False)[0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
