@@ -8,7 +8,8 @@ timed region: each fixture calls its functions once before they are timed, and c
 time is measured on its own (group "compile" in test_bench_epoch.py).
 
 The header and pytest-benchmark's JSON `machine_info` record the thread settings: the
-numba kernels run on one thread (no `parallel=True`); NumPy's BLAS uses its own pool
+per-step numba kernels run on one thread (no `parallel=True`), compiled epochs and
+whole forward passes on `fnn.team` (FNN_NUM_THREADS); NumPy's BLAS uses its own pool
 (OpenBLAS: OPENBLAS_NUM_THREADS, default one thread per core); OPENBLAS_CORETYPE, if
 set, forces OpenBLAS's kernel choice (we leave it as the machine sets it).
 """
@@ -35,8 +36,11 @@ def thread_settings() -> dict[str, Any]:
     """BLAS pools (via threadpoolctl when installed), numba's, and the relevant env vars."""
     import numba
 
+    from fnn.team import max_threads
+
     info: dict[str, Any] = {
-        "numba_kernels": "1 thread (no parallel=True)",
+        "numba_kernels": "per-step: 1 thread (no parallel=True); compiled epochs and "
+                         f"evaluation: fnn.team, at most {max_threads()} threads",
         "numba": numba.__version__,
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),

@@ -2,11 +2,14 @@
 
     python benchmarks/peers/report.py [--rounds 7] [--out benchmarks/peers/RESULTS.md]
 
-One process measures every implementation of each task in interleaved rounds (round 1
-runs all of them, then round 2, ...) and keeps each one's fastest round, so that load
-from other processes hits all alike; ratios are to fnn's fastest path. Compilation is
-done before timing (reported separately: compile times and the ten-epoch script run in
-new processes). Peers missing from the environment are left out of the table.
+Each implementation runs in a worker process of its own (`workers`: fnn's numba path,
+fnn's NumPy path, the notebook's code, PyTorch, JAX), where its rows are built and
+called once untimed (compiling); the parent interleaves the rounds over every row of
+every worker (round 1 runs all of them, then round 2, ...) and keeps each one's fastest
+round, so that load from other processes hits all alike and no library's threads spin
+while another is timed; ratios are to fnn's fastest path. Compile times and the
+ten-epoch script are measured in new processes. Peers missing from the environment are
+left out of the table.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,31 +31,19 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # conftest (the task, thread setti
 
 import conftest  # noqa: E402
 from conftest import BATCH, GRADIENTS, LR, SEED, SIZES, notebook_weight_grad, per_step_epoch  # noqa: E402
-from peers import jax_task, torch_task  # noqa: E402
+from workers import Worker, interleave, serve  # noqa: E402
 
 import fnn  # noqa: E402
-from fnn import kernels  # noqa: E402
-from fnn.backends import NUMPY_OPS  # noqa: E402
-from fnn.data import load_mnist  # noqa: E402
-from fnn.epoch import sgd_epoch  # noqa: E402
 
-Row = tuple[str, Callable[[], object]]
 PER_STEP = {"numba": "fnn backprop + sgd_step per step, numba",
             "numpy": "fnn backprop + sgd_step per step, numpy (BLAS)",
             "notebook": "notebook gradient (fnn.reference) + sgd_step per step"}
-
-
-def interleaved(rows: list[Row], rounds: int) -> dict[str, float]:
-    """The fastest of `rounds` runs of each callable, the runs interleaved across rows."""
-    for _, f in rows:
-        f()  # warm-up: compilation, caches
-    best = {name: np.inf for name, _ in rows}
-    for _ in range(rounds):
-        for name, f in rows:
-            t = time.perf_counter()
-            f()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
+PEER_STEP = {"torch": "torch eager step", "jax": "jax jitted step"}
+#: The worker processes, one per implementation, in the tables' order.
+IMPLEMENTATIONS = (*PER_STEP, *PEER_STEP)
+SGD_EPOCH = "fnn sgd_epoch (numba, one compiled loop)"
+DTYPES = ("float32", "float64")
+STEP_CALLS = 50  # steps per timed call of a "step" row
 
 
 def repeat(f: Callable[[], object], n: int) -> Callable[[], None]:
@@ -63,79 +53,84 @@ def repeat(f: Callable[[], object], n: int) -> Callable[[], None]:
     return run
 
 
-def peers_for(params: fnn.Params, x: np.ndarray, y: np.ndarray, order: np.ndarray) -> dict:
-    out = {}
-    for name, build in (("torch", torch_task), ("jax", jax_task)):
-        try:
-            out[name] = build(params, x, y, order, BATCH, LR)
-        except ImportError:
-            print(f"({name} not installed: left out)")
-    return out
+def rows_of(impl: str) -> dict[str, Callable[[], object]]:
+    """The rows one implementation's worker times, named "table: label | dtype" (table:
+    epoch, step or kernel)."""
+    from fnn.data import load_mnist
 
+    ds = load_mnist()
+    order = np.random.default_rng(SEED).permutation(len(ds.x_train))
+    rows: dict[str, Callable[[], object]] = {}
+    if impl in PEER_STEP:
+        from peers import jax_task, torch_task
 
-def epoch_rows(ds, order, peers) -> list[Row]:
-    rows: list[Row] = []
-    for dtype in (np.float32, np.float64):
-        name = np.dtype(dtype).name
-        x = ds.x_train.astype(dtype, copy=False)
-        params = fnn.init_params(SEED, SIZES, dtype=dtype)
-        rows += [
-            (f"fnn sgd_epoch (numba, one compiled loop) | {name}",
-             lambda x=x, p=params: sgd_epoch(p, x, ds.y_train, order, BATCH, LR)),
-        ]
-        for impl, label in PER_STEP.items():
-            run = per_step_epoch(GRADIENTS[impl])
-            rows.append((f"{label} | {name}", lambda run=run, p=params, x=x: run(
-                p, x, ds.y_train, order)))
-        if dtype is np.float32:
-            for task in peers.values():
-                rows += [(f"{label} | float32", f) for label, f in task.epochs.items()]
-    return rows
-
-
-def step_rows(ds, order, peers) -> list[Row]:
-    rows: list[Row] = []
+        build = torch_task if impl == "torch" else jax_task
+        task = build(fnn.init_params(SEED, SIZES), ds.x_train, ds.y_train, order, BATCH, LR)
+        rows |= {f"epoch: {label} | float32": f for label, f in task.epochs.items()}
+        rows[f"step: {PEER_STEP[impl]} | float32"] = repeat(task.step, STEP_CALLS)
+        return rows
+    gradient = GRADIENTS[impl]
     idx = order[:BATCH]
-    for dtype in (np.float32, np.float64):
-        name = np.dtype(dtype).name
+    for dtype in DTYPES:
         x = ds.x_train.astype(dtype, copy=False)
         params = fnn.init_params(SEED, SIZES, dtype=dtype)
-        for impl, label in PER_STEP.items():
-            def step(gradient=GRADIENTS[impl], x=x, params=params):
-                _, grads = gradient(params, x[idx], ds.y_train[idx])
-                return fnn.sgd_step(params, grads, LR)
-            rows.append((f"{label} | {name}", repeat(step, 50)))
-        if dtype is np.float32:
-            labels = {"torch": "torch eager step", "jax": "jax jitted step"}
-            rows += [(f"{labels[k]} | float32", repeat(t.step, 50)) for k, t in peers.items()]
-    return rows
+        if impl == "numba":
+            from fnn.epoch import sgd_epoch
+
+            rows[f"epoch: {SGD_EPOCH} | {dtype}"] = (
+                lambda x=x, p=params: sgd_epoch(p, x, ds.y_train, order, BATCH, LR))
+        run = per_step_epoch(gradient)
+        rows[f"epoch: {PER_STEP[impl]} | {dtype}"] = (
+            lambda run=run, p=params, x=x: run(p, x, ds.y_train, order))
+
+        def step(x=x, params=params) -> fnn.Params:
+            _, grads = gradient(params, x[idx], ds.y_train[idx])
+            return fnn.sgd_step(params, grads, LR)
+        rows[f"step: {PER_STEP[impl]} | {dtype}"] = repeat(step, STEP_CALLS)
+    return rows | kernel_rows(impl, ds)
 
 
-def kernel_rows(ds) -> tuple[list[Row], dict[str, int]]:
-    """The rows, and the calls each makes per timed round."""
-    rows: list[Row] = []
-    calls: dict[str, int] = {}
+def kernel_rows(impl: str, ds: fnn.Dataset) -> dict[str, Callable[[], object]]:
+    """The weight-gradient rows of one implementation: a.T @ delta of both layers of
+    the notebook's net, batches 64 and 256, each row enough calls that it lasts ~1 ms
+    or more (`kernel_calls`). The operands (the same in every worker: one seeded stream)
+    come from a plain NumPy forward and backward pass."""
+    from fnn import kernels
+    from fnn.backends import NUMPY_OPS
+
+    f = {"numba": kernels.weight_grad, "numpy": NUMPY_OPS.weight_grad,
+         "notebook": notebook_weight_grad}[impl]
+    rows: dict[str, Callable[[], object]] = {}
     rng = np.random.default_rng(SEED)
-    for dtype in (np.float32, np.float64):
-        params = fnn.init_params(SEED, SIZES, dtype=dtype)
+    for dtype in DTYPES:
+        (w0, b0), (w1, b1) = fnn.init_params(SEED, SIZES, dtype=dtype)
         for batch in (64, 256):
             idx = rng.permutation(len(ds.x_train))[:batch]
             x = ds.x_train[idx].astype(dtype)
-            h = kernels.linear(x, params[0].w, params[0].b, True)
-            _, d2 = kernels.softmax_xent(kernels.linear(h, params[1].w, params[1].b, False),
-                                         ds.y_train[idx])
-            d1 = kernels.relu_backward(d2, params[1].w, h)
+            h = np.maximum(x @ w0 + b0, 0)
+            out = h @ w1 + b1
+            p = np.exp(out - out.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(batch), ds.y_train[idx]] -= 1
+            d2 = p / batch
+            d1 = (d2 @ w1.T) * (h > 0)
             for a, delta in ((x, d1), (h, d2)):
-                shape = f"{a.shape[1]}x{delta.shape[1]}"
-                for label, f in (("numba", kernels.weight_grad), ("numpy", NUMPY_OPS.weight_grad),
-                                 ("notebook", notebook_weight_grad)):
-                    # Enough calls per timed round that a round lasts ~1 ms or more.
-                    small = a.shape[1] * delta.shape[1] * batch < 100_000
-                    reps = (20 if small else 2) if label == "notebook" else (500 if small else 20)
-                    name = f"weight_grad {shape} b{batch}: {label} | {np.dtype(dtype).name}"
-                    rows.append((name, repeat(lambda f=f, a=a, delta=delta: f(a, delta), reps)))
-                    calls[name] = reps
-    return rows, calls
+                name = f"weight_grad {a.shape[1]}x{delta.shape[1]} b{batch}"
+                row = f"{name}: {impl} | {dtype}"
+                rows[f"kernel: {row}"] = repeat(lambda a=a, delta=delta: f(a, delta),
+                                                kernel_calls(row))
+    return rows
+
+
+def kernel_calls(row: str) -> int:
+    """Calls per timed round of the weight-gradient row "weight_grad {d_in}x{d_out}
+    b{batch}: {impl} | {dtype}" (the notebook's are slow)."""
+    what, impl = row.split(" | ")[0].split(": ")
+    (d_in, d_out), batch = what.split()[1].split("x"), what.split()[2][1:]
+    small = int(d_in) * int(d_out) * int(batch) < 100_000
+    if impl == "notebook":
+        return 20 if small else 2
+    return 500 if small else 20
 
 
 SCRIPT = f"""
@@ -220,17 +215,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return serve(lambda: rows_of(args.worker))
 
     load_start = os.getloadavg()
-    ds = load_mnist()
-    order = np.random.default_rng(SEED).permutation(len(ds.x_train))
-    peers = peers_for(fnn.init_params(SEED, SIZES), ds.x_train, ds.y_train, order)
+    workers = {impl: Worker([sys.executable, __file__, "--worker", impl], os.environ)
+               for impl in IMPLEMENTATIONS}
+    best, _ = interleave(workers, args.rounds)
 
-    epochs = interleaved(epoch_rows(ds, order, peers), args.rounds)
-    steps = interleaved(step_rows(ds, order, peers), args.rounds)
-    rows, calls = kernel_rows(ds)
-    kern = {k: t / calls[k] for k, t in interleaved(rows, args.rounds).items()}
+    def table_of(kind: str) -> dict[str, float]:
+        """That table's rows (without the prefix), float32 first, then by worker."""
+        names = [n for n in best if n.startswith(kind + ": ")]
+        names.sort(key=lambda n: DTYPES.index(n.rsplit(" | ", 1)[1]))  # stable: by worker
+        return {n.removeprefix(kind + ": "): best[n] for n in names}
+
+    epochs, steps = table_of("epoch"), table_of("step")
+    kern = {n: t / kernel_calls(n) for n, t in table_of("kernel").items()}
     compiled = compile_times()
     end_to_end, accuracy = ten_epochs()
     load_end = os.getloadavg()
@@ -248,7 +250,7 @@ def main() -> None:
         f"- Machine: {conftest._cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
         f"{platform.release()}; load average {load_start[0]:.2f} at the start, "
         f"{load_end[0]:.2f} at the end (the machine is shared: each figure is the fastest "
-        f"of {args.rounds} interleaved rounds).",
+        f"of {args.rounds} interleaved rounds, one worker process per implementation).",
         f"- Versions: {versions()}.",
         f"- Threads: {conftest.thread_settings()}. PyTorch: {_torch_threads()}; JAX/XLA: "
         "its default CPU thread pool.",
@@ -257,7 +259,7 @@ def main() -> None:
     lines += table("One epoch", epochs, base_epoch, "ms per epoch", 1e3)
     base_step = f"{PER_STEP['numba']} | float32"
     lines += table("One step (public per-step API from Python; batch picked by index)",
-                   {k: v for k, v in steps.items()}, base_step, "us per step", 1e6, per=50)
+                   steps, base_step, "us per step", 1e6, per=STEP_CALLS)
     lines += ["Kernel rows are per call; ratios within each shape, batch and dtype to numba.",
               ""]
     lines += _kernel_table(kern)

@@ -3,10 +3,11 @@ implementation and shape.
 
     python benchmarks/peers/scale.py [--rounds 3] [--dtype float32] [--shapes 0,1,4]
 
-Each implementation runs in its own worker process (so that no library's threads spin
-while another is timed), built and compiled (one warm-up epoch) before timing; the
-parent then interleaves the rounds: round r asks every worker of a shape in turn for one
-epoch (after SETTLE seconds of quiet) and waits for it, and each keeps its fastest. The task: MNIST, ReLU hidden layers,
+Each implementation runs in its own worker process (`workers`: so that no library's
+threads spin while another is timed), built and compiled (one warm-up epoch) before
+timing; the parent then interleaves the rounds: round r asks every worker of a shape in
+turn for one epoch (after `workers.SETTLE` seconds of quiet) and waits for it, and each
+keeps its fastest. The task: MNIST, ReLU hidden layers,
 softmax cross-entropy, plain SGD lr 0.1, one shuffled epoch (60,000 examples) from fnn's
 initial params (seed 0), the same order everywhere. "fnn sgd_epoch" takes as many
 threads as `fnn.epoch.threads_for` gives (both cores for the larger nets), "1 thread"
@@ -30,6 +31,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE)]
+
+from workers import Worker, interleave, serve  # noqa: E402
+
 LR = 0.1
 SEED = 0
 # (sizes, batch): the notebook's net, wider and deeper ones, a dense large one, a big batch.
@@ -45,7 +50,6 @@ FNN = ("fnn sgd_epoch", "fnn sgd_epoch, 1 thread", "fnn per step, numba")
 IMPLS = (*FNN, "fnn per step, numpy (BLAS)", "numpy, CORETYPE unset",
          "torch eager", "jax jit + lax.scan")
 UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-SETTLE = 0.3  # seconds of quiet before each timed epoch
 
 
 def _epoch_fn(impl: str, sizes: tuple[int, ...], batch: int, dtype: str):
@@ -69,7 +73,6 @@ def _epoch_fn(impl: str, sizes: tuple[int, ...], batch: int, dtype: str):
                 _, g = fnn.backprop(p, x[idx], y[idx], backend=backend)
                 p = fnn.sgd_step(p, g, LR)
         return per_step
-    sys.path[:0] = [str(HERE)]
     from peers import jax_task, torch_task
 
     build = torch_task if impl.startswith("torch") else jax_task
@@ -117,23 +120,12 @@ def measure_peak(dtype: str, unset: bool) -> float:
 
 def worker(impl: str, shape: int, dtype: str) -> None:
     sizes, batch = SHAPES[shape]
-    try:
-        run = _epoch_fn(impl, sizes, batch, dtype)
-    except ImportError as e:
-        print(json.dumps({"missing": str(e)}), flush=True)
-        return
-    t = time.perf_counter()
-    run()  # compile and warm up
-    print(json.dumps({"ready": time.perf_counter() - t}), flush=True)
-    for _ in sys.stdin:
-        t = time.perf_counter()
-        run()
-        print(json.dumps({"seconds": time.perf_counter() - t}), flush=True)
+    serve(lambda: {impl: _epoch_fn(impl, sizes, batch, dtype)})
 
 
 def measure(shape: int, dtype: str, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
     """({impl: fastest seconds}, {impl: first-run seconds}) for one shape."""
-    procs = {}
+    workers = {}
     for impl in IMPLS:
         env = dict(os.environ)
         if impl.endswith("CORETYPE unset"):
@@ -141,32 +133,9 @@ def measure(shape: int, dtype: str, rounds: int) -> tuple[dict[str, float], dict
                 env.pop(var, None)
         if impl.endswith("1 thread"):
             env["FNN_NUM_THREADS"] = "1"
-        procs[impl] = subprocess.Popen(
-            [sys.executable, __file__, "--worker", impl, "--shape", str(shape),
-             "--dtype", dtype], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env=env)
-    first, best = {}, {}
-    for impl, p in list(procs.items()):
-        msg = json.loads(p.stdout.readline())
-        if "missing" in msg:
-            print(f"({impl}: {msg['missing']}; left out)", file=sys.stderr)
-            p.wait()
-            del procs[impl]
-        else:
-            first[impl], best[impl] = msg["ready"], float("inf")
-    for _ in range(rounds):
-        for impl, p in procs.items():
-            # Let the previous worker's threads stop spinning (OpenMP, BLAS and XLA pools
-            # spin a while after their work) before this one starts: fnn's team would
-            # otherwise share a core with them, or start on fewer threads.
-            time.sleep(SETTLE)
-            p.stdin.write("go\n")
-            p.stdin.flush()
-            best[impl] = min(best[impl], json.loads(p.stdout.readline())["seconds"])
-    for p in procs.values():
-        p.stdin.close()
-        p.wait()
-    return best, first
+        workers[impl] = Worker([sys.executable, __file__, "--worker", impl, "--shape",
+                                str(shape), "--dtype", dtype], env)
+    return interleave(workers, rounds)
 
 
 def main() -> None:
