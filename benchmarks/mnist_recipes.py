@@ -15,7 +15,8 @@ import fnn
 
 RECIPES = {
     # Dropout 0.2 on the input and 0.5 on both hidden layers, SGD momentum 0.9, cosine; on
-    # the NumPy (BLAS) backend, which is the faster one at this dense size (see the speed issue).
+    # the NumPy (BLAS) backend, as the README's result was measured (on 2026-12-02, when
+    # it was the faster one at this dense size; the compiled epoch is now, see Speed).
     "dropout": fnn.TrainConfig(sizes=(784, 1024, 1024, 10), epochs=100, batch_size=128,
                                lr=0.05, optimizer="momentum", schedule="cosine",
                                dropout=(0.2, 0.5, 0.5), backend="numpy"),

@@ -6,10 +6,11 @@ path and a Numba path behind one API, and the origin notebook's math kept in
 
 Modules, one concern each: `params` (Layer, init), `activations`, `losses` and
 `dropout` (the ops, as data), `model` (which ops a network uses), `mlp` (the math),
-`backends`, `kernels` and `numba_ops` (the two compute paths), `epoch` (a whole epoch
-in compiled code), `validate` (input checks), `hyperparams` (the bounds of every
+`backends`, `kernels` and `numba_ops` (the two compute paths; `numba_compat`, the Numba
+internals they use), `epoch` (a whole epoch in compiled code) and `team` (its threads),
+`validate` (input checks), `hyperparams` (the bounds of every
 hyper-parameter, one table), `reference` (the notebook), `gradcheck`
-and `per_example` (gradient checks), `optim`, `data` and `batching`, `train` (with
+and `per_example` (gradient checks), `optim`, `data` (with `arraycache`, decoded arrays kept on disk) and `batching`, `train` (with
 `monitor`, early stopping's bookkeeping; `interrupts`, Ctrl-C at clean points),
 `checkpoint`, `plot`, `sweep` (many seeded runs at once), the run's files
 (`run_config`, `metrics_log`, `provenance`, `scaling`, `images`, `confusion`, `runs`: a

@@ -143,7 +143,7 @@ def _parser() -> _Parser:
         "differences. With no command: fnn train.",
     )
     parser.add_argument("--version", action="version", version=f"fnn {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{train,eval,predict,check}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,eval,predict,check,sweep}")
 
     train = commands.add_parser(
         "train",

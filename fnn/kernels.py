@@ -1,8 +1,9 @@
 """Numba kernels for the batched MLP: the `"numba"` compute path, and a whole epoch.
 
-Each `Ops` kernel (`linear`, `relu_backward`, `weight_grad`, `bias_grad`,
-`softmax_xent`, ...) has the signature of its NumPy twin in `fnn.backends` and is
-checked against it and against `fnn.reference` in the tests. `train_epoch` runs the
+The public kernels (`linear`, `relu_backward`, `weight_grad`, `bias_grad`,
+`softmax_xent`, ...) compute what the NumPy path of `fnn.backends` computes, and
+`fnn.numba_ops` serves the backend's `Ops` with them; the tests check them against the
+NumPy path and against `fnn.reference`. `train_epoch` runs the
 steps of an epoch with them (see `fnn.epoch`), `output_into` and `loss_into` a whole
 forward pass and its loss (`fnn.numba_ops`).
 

@@ -153,8 +153,8 @@ class MLPClassifier(ClassifierMixin, _FnnEstimator):
     Args:
         hidden: the hidden layers' widths, an int or a sequence of ints ((), no hidden
             layer: multinomial logistic regression).
-        activation: the hidden layers' activation, ``fnn.TrainConfig.activation``
-            ("relu", fnn's only one until TrainConfig has that field).
+        activation: the hidden layers' activation, ``fnn.TrainConfig.activation``: a
+            built-in's name, or one name per hidden layer.
         epochs, batch_size, lr, optimizer, momentum, schedule, decay_rate, decay_epochs,
             warmup_steps, weight_decay, dtype, backend: as in `fnn.TrainConfig` (checked
             there, at fit, with errors naming the field).

@@ -99,7 +99,8 @@ class TrainConfig(NamedTuple):
         stairs); "exp" (the same decay, smooth); "cosine" (to 0 at the last step, after
         warmup_steps of linear warm-up).
     weight_decay: L2 penalty on the weights (not biases).
-    seed: the run's only source of randomness (initial params and batch order).
+    seed: the run's only source of randomness (initial params, batch order, the
+        validation split and the dropout keys, each its own stream of it).
     backend: "numba", "numpy", or None for `fnn.get_backend()` at the start of the run.
     dtype: "float32" or "float64", of params, data and optimizer state.
     eval_every: evaluate on the validation set every this many steps (0: only at the end

@@ -18,6 +18,7 @@ from fnn.model import make_model
 SPEC = {
     "sgd": epoch.OptimizerSpec("sgd"),
     "sgd+decay": epoch.OptimizerSpec("sgd", weight_decay=1e-3),
+    "momentum": epoch.OptimizerSpec("momentum", momentum=0.8),
     "nesterov": epoch.OptimizerSpec("nesterov", momentum=0.9),
     "adam+decay": epoch.OptimizerSpec("adam", weight_decay=1e-2),
 }
@@ -34,7 +35,8 @@ def _problem(sizes, n, dtype, seed=0, targets=False):
 
 def _slots(spec, params):
     zeros = tuple(fnn.Layer(np.zeros_like(p.w), np.zeros_like(p.b)) for p in params)
-    return {"sgd": (), "nesterov": (zeros,), "adam": (zeros, zeros)}[spec.kind]
+    return {"sgd": (), "momentum": (zeros,), "nesterov": (zeros,),
+            "adam": (zeros, zeros)}[spec.kind]
 
 
 def _bits(result):
@@ -77,16 +79,29 @@ def test_a_team_matches_backprop_and_the_optimizer_step_by_step(dtype):
         assert a.w.tobytes() == b.w.tobytes() and a.b.tobytes() == b.b.tobytes()
 
 
-def test_every_activation_loss_and_dropout_in_a_team():
-    # tanh and sigmoid layers (their own outputs), mse on float targets (per-element loss
-    # terms), dropout on the input and a hidden layer (masks drawn by row).
-    params, x, y, order = _problem((30, 40, 24, 6), 250, np.float64, seed=5, targets=True)
-    model = make_model(3, ("tanh", "relu"), "mse", (0.2, 0.3, 0.0))
+# Every built-in activation (as two hidden layers each, so that every pair of codes
+# meets), with dropout on the input and hidden layers, under every optimizer in turn.
+MODELS = (
+    (("tanh", "relu"), (0.2, 0.3, 0.0)),
+    (("sigmoid", "gelu"), (0.0, 0.5, 0.1)),
+    (("leaky_relu", "identity"), (0.1, 0.0, 0.4)),
+    (("gelu", "leaky_relu"), 0.0),
+)
+
+
+@pytest.mark.parametrize("loss", list(fnn.LOSS_FUNCTIONS))
+def test_every_activation_loss_and_dropout_in_a_team(loss):
+    # Labels or float targets in [0, 1) (per-element loss terms), the activations'
+    # own outputs, dropout masks drawn by row: 2 and 3 threads give the bits of one.
+    targets = loss != "softmax_cross_entropy"
+    params, x, y, order = _problem((30, 40, 24, 6), 250, np.float64, seed=5, targets=targets)
     keys = np.arange(1, 7, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    model2 = make_model(3, ("sigmoid", "relu"), "mse", (0.0, 0.5, 0.1))
-    for m in (model, model2):
-        one = _bits(_run(params, x, y, order, 50, SPEC["adam+decay"], 1, m, keys[:5]))
-        assert _bits(_run(params, x, y, order, 50, SPEC["adam+decay"], 2, m, keys[:5])) == one
+    assert {a for acts, _ in MODELS for a in acts} == set(fnn.ACTIVATIONS)
+    for (acts, rates), opt in zip(MODELS, ("adam+decay", "momentum", "nesterov", "sgd+decay")):
+        m = make_model(3, acts, loss, rates)
+        one = _bits(_run(params, x, y, order, 50, SPEC[opt], 1, m, keys[:5]))
+        for threads in (2, 3):
+            assert _bits(_run(params, x, y, order, 50, SPEC[opt], threads, m, keys[:5])) == one
 
 
 def test_a_wide_net_packs_in_a_team_with_the_same_bits():
