@@ -8,11 +8,11 @@ Modules, one concern each: `params` (Layer, init), `activations`, `losses` and
 `dropout` (the ops, as data), `model` (which ops a network uses), `mlp` (the math),
 `backends`, `kernels` and `numba_ops` (the two compute paths; `numba_compat`, the Numba
 internals they use), `epoch` (a whole epoch in compiled code) and `team` (its threads),
-`validate` (input checks), `hyperparams` (the bounds of every
-hyper-parameter, one table), `reference` (the notebook), `gradcheck`
-and `per_example` (gradient checks), `optim`, `data` (with `arraycache`, decoded arrays kept on disk) and `batching`, `train` (with
-`monitor`, early stopping's bookkeeping; `interrupts`, Ctrl-C at clean points),
-`checkpoint`, `plot`, `sweep` (many seeded runs at once), the run's files
+`validate` (input checks), `hyperparams` (the bounds of every hyper-parameter, one
+table), `reference` (the notebook), `gradcheck` and `per_example` (gradient checks),
+`optim`, `data` (with `arraycache`, decoded arrays kept on disk) and `batching`,
+`train` (with `monitor`, early stopping's bookkeeping; `interrupts`, Ctrl-C at clean
+points), `checkpoint`, `plot`, `sweep` (many seeded runs at once), the run's files
 (`run_config`, `metrics_log`, `provenance`, `scaling`, `images`, `confusion`, `runs`: a
 saved run used again for eval and predict), `sklearn` (estimators) and `cli`.
 """

@@ -25,11 +25,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .validate import shown
+
 __all__ = [
     "ACTIVATIONS",
     "BUILTIN",
     "DERIVATIVES",
     "Activation",
+    "check_code",
     "resolve_activations",
 ]
 
@@ -51,7 +54,9 @@ class Activation(NamedTuple):
         their gradients are then mostly exact zeros, which the sparse Numba kernels
         skip, and the backward mask is simply a > 0.
     code: the index of its compiled twin in the Numba kernels (`BUILTIN[code]`), or -1
-        for a user-defined activation.
+        for a user-defined activation. The kernels run the twin, not `forward`, so a
+        code other than -1 is accepted only on the built-in record itself (see
+        `check_code`): on another record it would run a different function on Numba.
     """
 
     name: str
@@ -140,12 +145,32 @@ ACTIVATIONS: dict[str, Activation] = {a.name: a for a in BUILTIN}
 DERIVATIVES: dict[str, Callable[[Any, Any], Any]] = {a.name: a.derivative for a in BUILTIN}
 
 
+def check_code(record: Any, builtins: Sequence[Any], name: str) -> Any:
+    """`record` itself when its `code` is -1 (user-defined: its own NumPy functions run),
+    else the built-in record of that code, which `record` must equal: a code is what
+    the Numba kernels dispatch on, so a user's record that carried one (or one beyond
+    the built-ins) would run another function there, or fail to compile. Shared by
+    `fnn.losses.resolve_loss`."""
+    code = record.code
+    if isinstance(code, (bool, np.bool_)) or not isinstance(code, (int, np.integer)):
+        raise TypeError(f"{name}.code: expected an int (-1 for a user-defined record), "
+                        f"got {type(code).__name__} {code!r}")
+    if code == -1:
+        return record
+    if 0 <= code < len(builtins) and record == builtins[code]:
+        return builtins[code]
+    raise ValueError(f"{name}.code: expected -1 for a user-defined record (a code in "
+                     f"[0, {len(builtins) - 1}] belongs to the built-in record of that code, "
+                     f"whose compiled twin the Numba kernels run), got {shown(code)} on "
+                     f"{getattr(record, 'name', '?')!r}")
+
+
 def _one(value: Any, name: str) -> Activation:
     if isinstance(value, Activation):
         if not (callable(value.forward) and callable(value.derivative)):
             raise TypeError(f"{name}: expected an Activation whose forward and derivative "
                             f"are functions, got {value!r}")
-        return value
+        return check_code(value, BUILTIN, name)
     if isinstance(value, str) and value in ACTIVATIONS:
         return ACTIVATIONS[value]
     raise ValueError(f"{name}: expected one of {tuple(ACTIVATIONS)} or an "

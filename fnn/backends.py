@@ -97,7 +97,8 @@ _numba_ops: Ops | None = None
 
 
 def _check_name(backend: object, name: str = "backend") -> str:
-    if backend not in BACKENDS:
+    # A str first: `in` would compare an array elementwise and ask its truth value.
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"{name}: expected one of {BACKENDS}, got {backend!r}")
     return backend  # type: ignore[return-value]
 

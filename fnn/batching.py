@@ -12,14 +12,17 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from .validate import check_int
+from .hyperparams import Flag, check_hyperparam
+from .validate import check_int, shown
 
 __all__ = ["MAX_EXAMPLES", "batch_indices", "iterate_batches"]
 
-#: The largest ``n`` `batch_indices` accepts. An epoch's order is materialized as ``n``
-#: int64 indices (16 GiB at this bound); beyond it the allocation would fail or swap, so
-#: the size is refused up front with a ValueError rather than a MemoryError mid-way.
-MAX_EXAMPLES: int = 2**31
+#: The largest ``n`` `batch_indices` (and `fnn.validation_split`) accepts. An epoch's
+#: order is materialized as ``n`` int64 indices (2 GiB at this bound, and a validation
+#: split's permutation, mask and index arrays several times that): at 2**31 the split
+#: needed about 34 GiB, beyond a 24 GiB machine, so larger sizes are refused up front
+#: with a ValueError rather than a MemoryError (or the OOM killer) mid-way.
+MAX_EXAMPLES: int = 2**28
 
 Seed = np.random.Generator | np.random.SeedSequence | int | Sequence[int]
 
@@ -56,8 +59,9 @@ def batch_indices(
         A list of int64 arrays, each of shape ``(batch_size,)`` except possibly the last.
 
     Raises:
-        TypeError: a non-int ``n`` or ``batch_size`` (bools included), or an ``rng`` of
-            another type (a bool, a float, a nested sequence, a legacy RandomState).
+        TypeError: a non-int ``n`` or ``batch_size`` (bools included), a non-bool
+            ``shuffle`` or ``drop_last``, or an ``rng`` of another type (a bool, a float,
+            a nested sequence, a legacy RandomState).
         ValueError: ``n`` < 0 or > `MAX_EXAMPLES`, ``batch_size`` < 1, a negative seed,
             ``rng=None`` with ``shuffle=True``.
 
@@ -72,9 +76,12 @@ def batch_indices(
     if n > MAX_EXAMPLES:
         raise ValueError(
             f"n: expected an int <= {MAX_EXAMPLES} (fnn.batching.MAX_EXAMPLES; an epoch's "
-            f"order is n int64 indices), got {n}"
+            f"order is n int64 indices), got {shown(n)}"
         )
     batch_size = check_int(batch_size, "batch_size", 1)
+    # Flags are bools: "x" would silently count as True.
+    shuffle = Flag().check(shuffle, "shuffle")
+    drop_last = check_hyperparam("drop_last", drop_last)
     if shuffle:
         order = _generator(rng).permutation(n)
     else:

@@ -16,7 +16,10 @@ Layout (format version 1), every entry a plain NumPy array (.npy in a zip):
 Writing is atomic (a temporary file in the target's folder, fsync, then `os.replace`),
 so a crash or Ctrl-C mid-write leaves the previous checkpoint intact; a temporary file
 left by a killed writer (its process gone) is removed by the next write. A path that
-is a symlink is written through: its target is replaced and the link kept.
+is a symlink is written through: its target is replaced and the link kept. A state is
+checked before it is written (`fnn.train.check_train_state`), and then against the
+loader's own checks, so a save never replaces a good file with one `load_checkpoint`
+refuses.
 
 Loading treats the file as untrusted. The checksum guards against accidents, not
 against a crafted file, so everything is checked, and checked before it is read: the
@@ -55,6 +58,7 @@ from .train import (
     TrainConfig,
     TrainState,
     check_config,
+    check_train_state,
     make_optimizer,
     on_events,
     rng_from_state,
@@ -116,7 +120,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     Returns `path`.
     """
     path = Path(path)
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    target = _check_target(path)
     prefix = f".{target.name}."
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}.",
                                suffix=".tmp")
@@ -146,6 +150,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     finally:
         os.close(dir_fd)
     return path
+
+
+def _check_target(path: Path) -> Path:
+    """The file `atomic_write` replaces (a symlink's target): a regular file or a new
+    name, in an existing folder. Anything else raises ValueError: a folder fails the
+    rename, and a FIFO or device would be replaced by a regular file."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.exists() and not target.is_file():
+        kind = "a folder" if target.is_dir() else "not a regular file"
+        raise ValueError(f"path: expected a regular file (or a new one) to write, got {path} "
+                         f"({kind})")
+    if not target.parent.is_dir():
+        raise ValueError(f"path: expected a file in an existing folder, got {path} (no "
+                         f"folder {target.parent})")
+    return target
 
 
 def _remove_stale_temporaries(folder: Path, prefix: str, before_ns: int) -> None:
@@ -200,8 +219,7 @@ def _layer_arrays(prefix: str, layers: Params) -> dict[str, np.ndarray]:
 
 
 def _encode(state: TrainState, extra: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    if not isinstance(state, TrainState):
-        raise TypeError(f"state: expected an fnn.train.TrainState, got {type(state).__name__}")
+    state = check_train_state(state)  # (plain ints and floats too: JSON takes no NumPy's)
     params = state.params
     for l, layer in enumerate(params):
         for field, a in zip(Layer._fields, layer):
@@ -242,7 +260,11 @@ def _encode(state: TrainState, extra: Mapping[str, Any]) -> dict[str, np.ndarray
                                                              state.test_accuracy)],
         "extra": _check_extra(extra),
     }
-    text = json.dumps(meta, allow_nan=False)
+    try:
+        text = json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # e.g. an MT19937 rng_state's ndarray key
+        raise TypeError(f"state: expected JSON-able metadata (rng_state, config), got an "
+                        f"error: {exc}") from None
     arrays["meta"] = np.frombuffer(text.encode(), dtype=np.uint8)
     arrays["checksum"] = _checksum(arrays)
     return arrays
@@ -273,10 +295,33 @@ def save_checkpoint(
     """Write `state` (and JSON-able `extra` metadata) to the .npz file `path`, atomically.
 
     Refuses (CheckpointError) a state whose params are not finite, so a diverged run
-    never overwrites its last good checkpoint. Returns the path.
+    never overwrites its last good checkpoint; a state that is not one (TypeError or
+    ValueError naming state.field, `fnn.train.check_train_state`) or that
+    `load_checkpoint` would refuse (CheckpointError naming `state`), and leaves the old
+    file as it was. Returns the path.
     """
     arrays = _encode(state, extra or {})
+    _check_readable(arrays)
     return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _check_readable(arrays: dict[str, np.ndarray]) -> None:
+    """Run the loader's checks on the entries about to be written, so that a state it
+    would refuse (a batch past the epoch's end, a history of the wrong dtype) never
+    replaces a checkpoint that loads: raises CheckpointError naming `state`."""
+    try:
+        meta = _parse_meta(arrays["meta"])
+        config, sizes, dtype, state_type, lengths = _check_meta(meta)
+        expected = _expected_entries(meta, sizes, dtype, lengths)
+        if set(arrays) != {*expected, "meta"}:
+            raise CheckpointError(f"entries: expected {sorted(expected)}, got "
+                                  f"{sorted(set(arrays) - {'meta'})}")
+        for name, entry in expected.items():
+            _check_header(name, arrays[name].dtype, arrays[name].shape, entry)
+        _decode(arrays, meta, config, state_type, lengths)
+    except CheckpointError as exc:
+        raise CheckpointError(f"state: expected a state that load_checkpoint reads back, "
+                              f"got one it refuses ({exc})") from None
 
 
 class _Entry(NamedTuple):
@@ -336,14 +381,7 @@ def _read_entry(z: zipfile.ZipFile, name: str, expected: _Entry) -> np.ndarray:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:
             raise CheckpointError(f"entry {name!r}: .npy format version {version}")
-        if dtype != expected.dtype:  # an object (pickle) dtype never matches
-            raise CheckpointError(f"entry {name!r}: expected dtype {expected.dtype}, got "
-                                  f"{dtype}")
-        ok = shape == expected.shape if isinstance(expected.shape, tuple) else (
-            len(shape) == 1 and expected.shape(shape))
-        if not ok:
-            want = expected.shape if isinstance(expected.shape, tuple) else "another"
-            raise CheckpointError(f"entry {name!r}: expected shape {want}, got {shape}")
+        _check_header(name, dtype, shape, expected)
         nbytes = math.prod(shape) * dtype.itemsize
         if info.file_size != f.tell() + nbytes:
             raise CheckpointError(f"entry {name!r}: its header says {nbytes} bytes of data, "
@@ -352,6 +390,17 @@ def _read_entry(z: zipfile.ZipFile, name: str, expected: _Entry) -> np.ndarray:
         if len(data) != nbytes or f.read(1):  # reading to the end also checks the CRC
             raise CheckpointError(f"entry {name!r}: truncated")
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _check_header(name: str, dtype: np.dtype, shape: tuple[int, ...],
+                  expected: _Entry) -> None:
+    if dtype != expected.dtype:  # an object (pickle) dtype never matches
+        raise CheckpointError(f"entry {name!r}: expected dtype {expected.dtype}, got {dtype}")
+    ok = shape == expected.shape if isinstance(expected.shape, tuple) else (
+        len(shape) == 1 and expected.shape(shape))
+    if not ok:
+        want = expected.shape if isinstance(expected.shape, tuple) else "another"
+        raise CheckpointError(f"entry {name!r}: expected shape {want}, got {shape}")
 
 
 def _fail(name: str, expected: str, value: Any) -> CheckpointError:

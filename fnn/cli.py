@@ -34,6 +34,7 @@ import numpy as np
 from . import __version__
 from .activations import ACTIVATIONS
 from .backends import BACKENDS, get_backend
+from .batching import MAX_EXAMPLES
 from .checkpoint import (
     atomic_write,
     best_checkpoint_callback,
@@ -41,10 +42,11 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .hyperparams import HYPERPARAMS, Flag, Int, Real, arg_type
+from .hyperparams import HYPERPARAMS, INT_MAX, Flag, Int, Real, arg_type
 from .losses import LOSS_FUNCTIONS
 from .metrics_log import metrics_csv_callback
 from .monitor import MONITORS, best_eval
+from .params import MAX_PARAMETERS
 from .run_config import DATA_KEYS, config_json, read_run_config
 from .runs import (
     CHECKPOINT,
@@ -55,6 +57,7 @@ from .runs import (
     load_run_data,
     load_saved_run,
     predict_files,
+    run_options,
 )
 from .scaling import SCALES, apply_scaling, fit_scaling, range_warning
 from .train import (
@@ -68,8 +71,10 @@ from .train import (
     TrainState,
     check_config,
     fit,
+    on_events,
     validation_split,
 )
+from .validate import shown
 
 __all__ = ["main"]
 
@@ -93,7 +98,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------- option types
-def _int_at_least(minimum: int) -> Callable[[str], int]:
+def _int_at_least(minimum: int, maximum: int = INT_MAX) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -101,6 +106,9 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {value}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected an int <= {maximum}, got "
+                                             f"{shown(value)}")
         return value
 
     return parse
@@ -242,7 +250,8 @@ def _parser() -> _Parser:
     )
     check.add_argument("--sizes", type=_widths, default=(256, 128, 64, 32, 16, 8, 4),
                        metavar="WIDTHS", help="network widths (default: 256,128,64,32,16,8,4)")
-    check.add_argument("--batch", type=_int_at_least(1), default=1, metavar="N", help="default: 1")
+    check.add_argument("--batch", type=_int_at_least(1, MAX_EXAMPLES), default=1, metavar="N",
+                       help="default: 1")
     check.add_argument("--mode", choices=("full", "directional", "complex-step"),
                        default="full", help="default: full")
     check.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N", help="default: 0")
@@ -495,7 +504,8 @@ def _write_outputs(out: Path, state: TrainState, say: Callable[[str], None]) -> 
 def _recipe(args: argparse.Namespace, given: dict[str, Any]
             ) -> tuple[TrainConfig, dict[str, Any], TrainState | None, dict[str, Any], Path]:
     """(config without the data's widths, data options, state to resume or None, the
-    resumed checkpoint's extra, output folder) from the flags, --config and --resume."""
+    resumed checkpoint's extra metadata checked (`run_options`), output folder) from the
+    flags, --config and --resume."""
     data_given = _data_given(args)
     if args.resume is not None:
         if args.config is not None:
@@ -509,7 +519,8 @@ def _recipe(args: argparse.Namespace, given: dict[str, Any]
                 f"{', '.join(map(_flag, fixed))} cannot change when resuming (the checkpoint "
                 f"fixes them); only {', '.join(map(_flag, RESUMABLE_CHANGES))} can"
             )
-        run = {**DATA_DEFAULTS, **{k: extra[k] for k in DATA_KEYS if k in extra}}
+        extra = run_options(extra, ckpt_path, resume.config.sizes[0])
+        run = {k: extra[k] for k in DATA_DEFAULTS}
         for k, v in data_given.items():
             if k != "dataset" and v != run[k]:
                 raise _UsageError(f"{_flag(k)} cannot change when resuming (the run used "
@@ -555,7 +566,7 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
                                           config.seed)[0]
         except ValueError as e:
             raise ValueError(f"config.{e}") from None
-    if resume is not None and "scaling" in extra:
+    if resume is not None and extra["scaling"] is not None:
         scaling = extra["scaling"]
     else:
         scaling = fit_scaling(run["scale"], data.x_train, train_part)
@@ -566,19 +577,35 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
     y_train = class_targets(data.y_train, config.loss, config.sizes[-1], config.dtype)
     y_test = class_targets(data.y_test, config.loss, config.sizes[-1], config.dtype)
 
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: expected a folder, got {out} (a file)")
+    for name in (CHECKPOINT, BEST, METRICS, HISTORY, CONFIG, PLOT):
+        if (out / name).exists() and not (out / name).is_file():  # a FIFO would block
+            raise ValueError(f"--out: expected a folder whose {name} is a regular file (or "
+                             f"absent), got {out / name} (not a regular file)")
     origin = provenance()
     meta = {**run, "image_shape": list(shape), "scaling": scaling, "provenance": origin}
     ckpt = out / CHECKPOINT
     before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
-    if resume is None and before is not None:
-        say(f"fnn: starting a new run in {out}; its old {CHECKPOINT} will be overwritten")
-    if resume is None:
-        (out / BEST).unlink(missing_ok=True)  # an old run's best is not this run's
-    _write_json(out / CONFIG, config_json(config, run, origin))
+    prepared: list[bool] = []
+
+    def prepare() -> None:
+        """Ready --out for this run, once: at fit's "start", after fit has checked the
+        config and the data, so that a run refused by them leaves the folder as it was."""
+        if prepared:
+            return
+        prepared.append(True)
+        out.mkdir(parents=True, exist_ok=True)
+        if resume is None and before is not None:
+            say(f"fnn: starting a new run in {out}; its old {CHECKPOINT} will be overwritten")
+        if resume is None:
+            (out / BEST).unlink(missing_ok=True)  # an old run's best is not this run's
+        _write_json(out / CONFIG, config_json(config, run, origin))
 
     progress = None if args.quiet else _Progress(stderr)
-    callbacks = [checkpoint_callback(ckpt, every=args.checkpoint_every, extra=meta),
+    # prepare first: the other callbacks write into the folder from "start" on.
+    callbacks = [on_events("start")(lambda event: prepare()),
+                 checkpoint_callback(ckpt, every=args.checkpoint_every, extra=meta),
                  metrics_csv_callback(out / METRICS)]
     if config.val_fraction > 0:
         callbacks.append(best_checkpoint_callback(out / BEST, monitor=config.monitor,
@@ -594,6 +621,7 @@ def _train(args: argparse.Namespace, stderr: TextIO) -> int:
     finally:
         if progress is not None:
             progress.close()
+    prepare()  # (done at "start" unless fit stopped before it)
     if isinstance(stop, TrainingDiverged):
         _write_json(out / HISTORY, _json_history(state), one_line_values=True)
         saved = ckpt.exists() and (resume is not None or ckpt.stat().st_mtime_ns != before)
@@ -638,6 +666,12 @@ def _count(n: int, noun: str) -> str:
 
 # ---------------------------------------------------------------- eval and predict
 def _eval(args: argparse.Namespace, stderr: TextIO) -> int:
+    png_given = Path(args.png) if args.png is not None else None
+    if png_given is not None and (
+            (png_given.exists() and not png_given.is_file()) or not png_given.parent.is_dir()):
+        # (before the evaluation: a FIFO would block the write, a folder fail it)
+        raise ValueError(f"--png: expected a file to write in an existing folder, got "
+                         f"{png_given}")
     run = load_saved_run(args.run)
     r = evaluate_saved(run, split=args.split, dataset=args.dataset)
     acc = "" if math.isnan(r.accuracy) else f", accuracy {100 * r.accuracy:.2f}%"
@@ -679,6 +713,11 @@ def _predict(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from .gradcheck import check_gradients, notebook_problem
 
+    # The inputs, (batch, sizes[0]) floats, at most as many numbers as the largest network.
+    if args.sizes and args.batch * args.sizes[0] > MAX_PARAMETERS:
+        raise _UsageError(f"--batch: expected at most {MAX_PARAMETERS // args.sizes[0]} "
+                          f"examples of {args.sizes[0]} inputs (fnn.params.MAX_PARAMETERS="
+                          f"{MAX_PARAMETERS} numbers), got {args.batch}")
     params, x, y = notebook_problem(seed=args.seed, sizes=list(args.sizes), batch=args.batch)
     report = check_gradients(params, x, y, mode=args.mode, seed=args.seed)
     print(str(report))
@@ -860,3 +899,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fnn: interrupted", file=stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:  # within fnn's bounds, but more than this machine has
+        print("fnn: error: out of memory (try smaller sizes, batches or --limit)",
+              file=stderr)
+        return 1

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GOLDEN", "drop_multiplier", "fold_key", "layer_base", "mix", "step_key",
-           "threshold"]
+__all__ = ["GOLDEN", "MAX_KEY_WORDS", "drop_multiplier", "fold_key", "layer_base", "mix",
+           "step_key", "threshold"]
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -32,6 +32,10 @@ _S1, _S2, _S3 = np.uint64(30), np.uint64(27), np.uint64(31)
 _MAX_WORD = 2**64 - 1
 # Keys `fit` derives for its steps: (seed, _FIT_STREAM, step), apart from users' keys.
 _FIT_STREAM = 0x64726F70  # "drop"
+#: The most ints a key may hold. Keys are a few words, (seed, stream, step); folding
+#: costs a few NumPy calls a word, and a compiled epoch folds its key once per step, so
+#: range(2**40) as a key would run for days (and range(2**64) has no len()).
+MAX_KEY_WORDS: int = 256
 
 
 def mix(x):  # type: ignore[no-untyped-def]
@@ -44,8 +48,16 @@ def mix(x):  # type: ignore[no-untyped-def]
 def fold_key(key: Any, name: str = "key") -> np.uint64:
     """A key (an int, or a tuple of ints, each in [0, 2**64)) folded into one word."""
     words = (key,) if not isinstance(key, Sequence) or isinstance(key, (str, bytes)) else key
-    if len(words) == 0:
+    try:
+        size = len(words)
+    except OverflowError:  # range(2**64)
+        size = _MAX_WORD
+    if size == 0:
         raise ValueError(f"{name}: expected an int or a non-empty tuple of ints, got ()")
+    if size > MAX_KEY_WORDS:
+        raise ValueError(f"{name}: expected an int or a tuple of at most {MAX_KEY_WORDS} "
+                         f"ints (fnn.dropout.MAX_KEY_WORDS), got a {type(key).__name__} of "
+                         f"{'more than 2**63' if size == _MAX_WORD else size} entries")
     state = np.zeros(1, dtype=np.uint64)  # arrays: uint64 arithmetic wraps silently
     for i, w in enumerate(words):
         where = name if words is not key else f"{name}[{i}]"

@@ -37,7 +37,15 @@ from .dropout import fold_key, layer_base, threshold
 from .interrupts import deferred_sigint
 from .model import Model, check_key, make_model
 from .params import Layer, Params, freeze
-from .validate import check_grads, check_lr, check_params, check_x, nonfinite_error
+from .validate import (
+    as_array,
+    check_grads,
+    check_in_dtype,
+    check_lr,
+    check_params,
+    check_x,
+    nonfinite_error,
+)
 
 __all__ = [
     "OptimizerSpec",
@@ -64,7 +72,7 @@ def check_order(order: Any, n: int, name: str = "order") -> np.ndarray:
 
     Returns it as a C-contiguous int64 array.
     """
-    order = np.asarray(order)
+    order = as_array(order, name)  # refuses a masked order and a ragged list
     if order.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integer row indices, got dtype {order.dtype}")
     if order.ndim != 1 or order.shape[0] == 0:
@@ -87,17 +95,18 @@ def _check_batch_size(batch_size: Any) -> int:
 
 
 def _check_lrs(lr: Any, steps: int, dtype: np.dtype) -> np.ndarray:
-    """One float lr, or one per step; returned as a (steps,) array of the params' dtype."""
+    """One float lr, or one per step; returned as a (steps,) array of the params' dtype
+    (each one that dtype holds: 1e39 would be inf in float32, 1e-50 a 0)."""
     if isinstance(lr, np.ndarray) and lr.ndim == 1:
         if lr.shape[0] != steps:
             raise ValueError(f"lr: expected one learning rate per step, {steps}, got {lr.shape[0]}")
         for k, value in enumerate(lr.tolist()):
-            check_lr(value, f"lr[{k}]")
+            check_lr(value, f"lr[{k}]", dtype)
         return lr.astype(dtype)
-    return np.full(steps, check_lr(lr), dtype=dtype)
+    return np.full(steps, check_lr(lr, "lr", dtype), dtype=dtype)
 
 
-def _check_momentum(momentum: Any) -> float:
+def _check_momentum(momentum: Any, dtype: np.dtype) -> float:
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.integer,
                                                                np.floating)):
         raise TypeError(f"momentum: expected a float in (0, 1), got {type(momentum).__name__} "
@@ -105,7 +114,7 @@ def _check_momentum(momentum: Any) -> float:
     if not 0 < momentum < 1:
         raise ValueError(f"momentum: expected a float in (0, 1) (use sgd_epoch for 0), "
                          f"got {momentum}")
-    return float(momentum)
+    return check_in_dtype(float(momentum), dtype, "momentum")
 
 
 class _Epoch(NamedTuple):
@@ -500,7 +509,7 @@ def momentum_epoch(
     validated inputs, with the `fnn.optim` state), as `fnn.fit` runs them.
     """
     e = _check(params, x, y, order, batch_size, lr, activation, loss, dropout, key)
-    momentum = _check_momentum(momentum)
+    momentum = _check_momentum(momentum, e.x.dtype)
     if velocity is None:
         velocity = tuple(Layer(np.zeros_like(p.w), np.zeros_like(p.b)) for p in params)
     else:

@@ -53,6 +53,7 @@ import numpy as np
 
 from .activations import IDENTITY, Activation
 from .backends import Ops, get_backend, get_ops
+from .hyperparams import Flag, Int
 from .mlp import backprop, forward_unchecked
 from .model import Model, check_key, make_model
 from .params import Layer, Params, freeze, init_params, make_rng
@@ -65,11 +66,13 @@ from .validate import (
     check_real,
     check_x,
     describe,
+    shown,
 )
 
 __all__ = [
     "DEFAULT_H",
     "DEFAULT_RTOL",
+    "MAX_DIRECTIONS",
     "MODES",
     "Comparison",
     "GradFn",
@@ -86,6 +89,11 @@ __all__ = [
 MODES = ("full", "directional", "complex-step")
 DEFAULT_H = {"full": 1e-6, "directional": 1e-6, "complex-step": 1e-20}
 DEFAULT_RTOL = {"full": 1e-6, "directional": 1e-6, "complex-step": 1e-9}
+#: The most random directions per tensor that mode "directional" takes. Each tensor's
+#: directions are one (directions, size) float64 matrix, held at once, and each costs
+#: batched passes like an entry of mode "full": past a few hundred, "full" (every entry,
+#: exactly) is the better check, and 2**40 would only fail with a MemoryError.
+MAX_DIRECTIONS: int = 1024
 # Kink pairs are re-checked with steps this much smaller: a unit at distance |z| from its
 # kink is crossed by step h only when |z| < h * |shift|, so each level leaves ~1000x fewer
 # crossings. Difference form keeps even h * 1e-6 free of cancellation.
@@ -586,7 +594,7 @@ def _as_layers(tree: Any, n_layers: int, name: str) -> list[tuple[np.ndarray, np
 
 
 def _check_mode_and_step(mode: Any, h: Any) -> tuple[str, float]:
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:  # an array would compare elementwise
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     return mode, check_lr(DEFAULT_H[mode] if h is None else h, "h")
 
@@ -603,6 +611,9 @@ def _call_grad_fn(
         loss = float(out[0])
     except (TypeError, ValueError):
         raise TypeError(f"grad_fn: expected a real scalar loss, got {describe(out[0])}") from None
+    except OverflowError:  # an int beyond float's range, 10**400
+        raise ValueError(f"grad_fn: expected a real scalar loss a float holds, got "
+                         f"{shown(out[0])}") from None
     return loss, _as_layers(out[1], len(params), "grad_fn's grads")
 
 
@@ -663,6 +674,7 @@ def numerical_grads(
         raise ValueError("mode: expected 'full' or 'complex-step'; 'directional' gives "
                          "directional derivatives, not a gradient")
     chunk_bytes = check_int(chunk_bytes, "chunk_bytes", 1)
+    recheck = Flag().check(recheck, "recheck")
     pb, net, layer = _setup(params, x, y, "numerical_grads", mode, backend,
                             dict(activation=activation, loss=loss, dropout=dropout, key=key))
     out = []
@@ -710,7 +722,8 @@ def check_gradients(
     grad_fn: the function under test, `(params, x, y) -> (mean loss, grads)` like
         fnn.backprop; None (the default) checks fnn.backprop of that model.
     mode: "full" (every entry, central differences), "directional" (`directions` random
-        unit directions per tensor, drawn from `seed`) or "complex-step".
+        unit directions per tensor, at most MAX_DIRECTIONS, drawn from `seed`) or
+        "complex-step".
     h: step (default 1e-6; 1e-20 for complex-step). rtol: an entry passes when
         |a - n| <= rtol * max(|a|, |n|, atol / rtol) (default 1e-6; 1e-9 complex-step);
         atol defaults to rtol * 1e-3 * the tensor's largest numerical entry.
@@ -729,7 +742,9 @@ def check_gradients(
     compare = dict(rtol=rtol, atol=atol, directional=mode == "directional",
                    max_excluded_fraction=check_real(max_excluded_fraction,
                                                     "max_excluded_fraction", 0.0, 1.0))
-    directions = check_int(directions, "directions", 1)
+    directions = Int(1, MAX_DIRECTIONS).check(directions, "directions")
+    recheck = Flag().check(recheck, "recheck")
+    raise_on_fail = Flag().check(raise_on_fail, "raise_on_fail")
     n_dirs = directions if mode == "directional" else None
     chunk_bytes = check_int(chunk_bytes, "chunk_bytes", 1)
     if grad_fn is not None and not callable(grad_fn):

@@ -23,7 +23,7 @@ from .activations import ACTIVATIONS
 from .backends import BACKENDS
 from .losses import LOSS_FUNCTIONS
 from .monitor import MONITORS
-from .validate import check_int, check_real, describe
+from .validate import check_int, check_real, describe, shown
 
 __all__ = ["HYPERPARAMS", "INT_MAX", "Choice", "Flag", "Int", "Names", "Rates", "Real",
            "Sizes", "arg_type", "check_hyperparam"]
@@ -44,7 +44,7 @@ class Int(NamedTuple):
             return None
         v = check_int(value, name, self.minimum)
         if v > self.maximum:
-            raise ValueError(f"{name}: expected an int <= {self.maximum}, got {v}")
+            raise ValueError(f"{name}: expected an int <= {self.maximum}, got {shown(v)}")
         return v
 
     def parse(self, text: str) -> int:

@@ -28,20 +28,29 @@ def read_gray_image(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarr
     except ImportError as e:
         raise ImportError("reading images needs Pillow: pip install 'fnn[data]'") from e
     path = Path(path)
+    if not path.exists():
+        raise ValueError(f"image {path}: no such file")
+    if not path.is_file():  # a FIFO would block the read forever, a folder cannot be read
+        raise ValueError(f"image {path}: expected a regular file, got "
+                         f"{'a folder' if path.is_dir() else 'another kind of file'}")
+    h, w = shape
     try:
         with Image.open(path) as img:
-            img.load()
             mode, size = img.mode, img.size
-            gray = img.convert("L") if mode in CONVERTIBLE_MODES else None
+            # The header's size and mode first: an image of another size is refused
+            # before its pixels (maybe a decompression bomb's) are decoded.
+            if (size[1], size[0]) == (h, w) and mode in CONVERTIBLE_MODES:
+                img.load()
+                gray = img.convert("L")
     except FileNotFoundError:
         raise ValueError(f"image {path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as e:
         raise ValueError(f"image {path}: expected an image file Pillow can read, got "
                          f"{type(e).__name__}: {e}") from None
-    if gray is None:
+    if mode not in CONVERTIBLE_MODES:
         raise ValueError(f"image {path}: expected an 8-bit image of mode "
                          f"{'/'.join(CONVERTIBLE_MODES)}, got mode {mode!r}")
-    h, w = shape
     if (size[1], size[0]) != (h, w):
         raise ValueError(f"image {path}: expected {h}x{w} pixels (HxW, the training "
                          f"images' size), got {size[1]}x{size[0]}; resize it first")

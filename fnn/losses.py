@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .activations import check_code
 from .validate import as_array, check_y
 
 __all__ = ["LOSS_FUNCTIONS", "Loss", "resolve_loss", "softmax"]
@@ -43,7 +44,8 @@ class Loss(NamedTuple):
     element, element_grad: for a loss that is the mean of an elementwise function of
         (out, y) over all n * k entries, that function and its derivative (NumPy arrays
         or Numba scalars); None for softmax cross-entropy.
-    code: the index of its compiled twin in the Numba kernels.
+    code: the index of its compiled twin in the Numba kernels, accepted only on the
+        built-in record itself; -1 for a user-defined loss (its NumPy functions run).
     """
 
     name: str
@@ -201,14 +203,15 @@ _BCE = Loss(
     _bce_accuracy, _bce, _bce_grad, code=2)
 
 #: name -> Loss, in the order of their `code`.
-LOSS_FUNCTIONS: dict[str, Loss] = {l.name: l for l in (_SOFTMAX_XENT, _MSE, _BCE)}
+_BUILTIN_LOSSES = (_SOFTMAX_XENT, _MSE, _BCE)
+LOSS_FUNCTIONS: dict[str, Loss] = {l.name: l for l in _BUILTIN_LOSSES}
 SOFTMAX_XENT = _SOFTMAX_XENT
 
 
 def resolve_loss(loss: Any) -> Loss:
     """The Loss named `loss` (or `loss` itself if it is one); ValueError lists the choices."""
     if isinstance(loss, Loss):
-        return loss
+        return check_code(loss, _BUILTIN_LOSSES, "loss")
     if isinstance(loss, str) and loss in LOSS_FUNCTIONS:
         return LOSS_FUNCTIONS[loss]
     raise ValueError(f"loss: expected one of {tuple(LOSS_FUNCTIONS)}, got {loss!r}")

@@ -226,6 +226,7 @@ def sgd_step(params: Params, grads: Params, lr: float) -> Params:
 
     grads: tuple of Layer with the shapes and dtype of params; lr: finite, > 0.
     """
-    check_params(params)
+    dtype = check_params(params)
     check_grads(grads, params)
-    return sgd_step_unchecked(params, grads, check_lr(lr))
+    # lr as the params' dtype holds it (1e39 would be inf in float32, 1e-50 a 0).
+    return sgd_step_unchecked(params, grads, check_lr(lr, "lr", dtype))

@@ -57,6 +57,15 @@ class Model(NamedTuple):
 def _check_dropout(dropout: Any, n_layers: int) -> tuple[float, ...]:
     n_hidden = n_layers - 1
     if isinstance(dropout, Sequence) and not isinstance(dropout, (str, bytes)):
+        try:
+            size = len(dropout)
+        except OverflowError:  # range(10**30): refused before tuple() runs out of memory
+            size = -1
+        if not 0 <= size <= n_layers:
+            raise ValueError(f"dropout: expected one rate per hidden layer ({n_hidden}), or "
+                             f"{n_hidden + 1} with the input's first, got a "
+                             f"{type(dropout).__name__} of "
+                             f"{'more than 2**63' if size < 0 else size} rates")
         rates = HYPERPARAMS["dropout"].check(tuple(dropout), "dropout")
         if len(rates) == n_hidden:
             return (0.0, *rates)

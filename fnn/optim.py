@@ -23,9 +23,19 @@ from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
-from .hyperparams import check_hyperparam
+from .hyperparams import Int, check_hyperparam
 from .params import Layer, Params, freeze
-from .validate import check_grads, check_int, check_lr, check_params, check_real, describe
+from .validate import (
+    check_grads,
+    check_in_dtype,
+    check_int,
+    check_lr,
+    check_params,
+    check_real,
+    describe,
+    real_as_float,
+    shown,
+)
 
 __all__ = [
     "STATE_TYPES",
@@ -139,14 +149,16 @@ def _as_schedule(lr: float | Schedule) -> Schedule:
 
 def check_state(state: Any, state_type: type, params: Params, empty: tuple[str, ...] = (),
                 name: str = "state") -> None:
-    """Check an optimizer state: of `state_type`, a count that is an int >= 0, each slot
-    shaped like params except those named in `empty`, which must be ()."""
+    """Check an optimizer state: of `state_type`, a count that is an int in [0, 2**63)
+    (the compiled loops count in int64; beyond it a schedule's step / steps or adam's
+    b1 ** t would raise OverflowError), each slot shaped like params except those named
+    in `empty`, which must be ()."""
     if not isinstance(state, state_type):
         raise TypeError(
             f"{name}: expected the {state_type.__name__} made by this optimizer's init, "
             f"got {describe(state)}"
         )
-    check_int(state.count, f"{name}.count", 0)
+    Int(0).check(state.count, f"{name}.count")
     for field in state._fields[1:]:
         slot = getattr(state, field)
         if field in empty:  # SGD's velocity without momentum
@@ -163,11 +175,22 @@ def empty_slots(template: Any) -> tuple[str, ...]:
 
 
 def _check_update(grads: Any, state: Any, params: Any, state_type: type,
-                  empty: tuple[str, ...]) -> None:
+                  empty: tuple[str, ...]) -> np.dtype:
     # Structure, shapes and dtypes only: finiteness is the compute functions' check.
-    check_params(params, finite=False)
+    dtype = check_params(params, finite=False)
     check_grads(grads, params)
     check_state(state, state_type, params, empty)
+    return dtype
+
+
+def _check_reals(dtype: np.dtype, schedule: Schedule, reals: dict[str, tuple[float, bool]]
+                 ) -> None:
+    """The optimizer's reals (name -> (value, whether 0 is allowed)) and its lr at step
+    0 as the params' dtype holds them (`fnn.validate.check_in_dtype`): checked where the
+    dtype is first known, at init and update (`fnn.fit` calls init)."""
+    for name, (value, zero_ok) in reals.items():
+        check_in_dtype(value, dtype, name, zero_ok=zero_ok)
+    _lr_at(schedule, 0, dtype)
 
 
 def _zeros_like(params: Params) -> Params:
@@ -176,15 +199,21 @@ def _zeros_like(params: Params) -> Params:
     )
 
 
-def _lr_at(schedule: Schedule, step: int) -> float:
+def _lr_at(schedule: Schedule, step: int, dtype: np.dtype | None = None) -> float:
     # A Python float keeps float32 arrays float32 when multiplied (an np.float64 would not).
     value = schedule(step)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"lr schedule: expected a real number at step {step}, got "
                         f"{describe(value)} {value!r}")
-    lr = float(value)
+    lr = real_as_float(value)  # inf for 10**400, refused below
     if not math.isfinite(lr) or lr < 0:
-        raise ValueError(f"lr schedule: expected a finite lr >= 0 at step {step}, got {lr}")
+        raise ValueError(f"lr schedule: expected a finite lr >= 0 at step {step}, "
+                         f"got {shown(value)}")
+    if dtype is not None:  # the update rounds lr to the params' dtype: 1e39 -> inf
+        try:
+            check_in_dtype(lr, dtype, "lr schedule", zero_ok=True)
+        except ValueError as exc:
+            raise ValueError(f"{exc} at step {step}") from None
     return lr
 
 
@@ -212,18 +241,19 @@ def sgd(
         raise ValueError("nesterov: needs momentum > 0, got momentum=0")
     wd = check_hyperparam("weight_decay", weight_decay)
     empty = () if mu else ("velocity",)
+    reals = {"momentum": (mu, not nesterov), "weight_decay": (wd, True)}
 
     def init(params: Params) -> SGDState:
-        check_params(params, finite=False)
+        _check_reals(check_params(params, finite=False), schedule, reals)
         return SGDState(0, _zeros_like(params) if mu else ())
 
     def update(grads: Params, state: SGDState, params: Params) -> tuple[Params, SGDState]:
-        _check_update(grads, state, params, SGDState, empty)
+        _check_reals(_check_update(grads, state, params, SGDState, empty), schedule, reals)
         return update_unchecked(grads, state, params)
 
     def update_unchecked(grads: Params, state: SGDState,
                          params: Params) -> tuple[Params, SGDState]:
-        step_lr = _lr_at(schedule, state.count)
+        step_lr = _lr_at(schedule, state.count, params[0].w.dtype)
         new_params, new_velocity = [], []
         for l, (p, g) in enumerate(zip(params, grads)):
             gw = g.w + wd * p.w if wd else g.w
@@ -259,9 +289,11 @@ def adam(
     b2 = check_hyperparam("b2", b2)
     eps = check_hyperparam("eps", eps)
     wd = check_hyperparam("weight_decay", weight_decay)
+    reals = {"b1": (b1, True), "b2": (b2, True), "eps": (eps, False),
+             "weight_decay": (wd, True)}
 
     def init(params: Params) -> AdamState:
-        check_params(params, finite=False)
+        _check_reals(check_params(params, finite=False), schedule, reals)
         return AdamState(0, _zeros_like(params), _zeros_like(params))
 
     def step(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr_t: float,
@@ -275,12 +307,12 @@ def adam(
         return freeze(new), freeze(m), freeze(v)
 
     def update(grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
-        _check_update(grads, state, params, AdamState, ())
+        _check_reals(_check_update(grads, state, params, AdamState, ()), schedule, reals)
         return update_unchecked(grads, state, params)
 
     def update_unchecked(grads: Params, state: AdamState,
                          params: Params) -> tuple[Params, AdamState]:
-        lr_t = _lr_at(schedule, state.count)
+        lr_t = _lr_at(schedule, state.count, params[0].w.dtype)
         t = state.count + 1
         c1, c2 = 1.0 - b1**t, 1.0 - b2**t
         new_params, mus, nus = [], [], []

@@ -17,10 +17,15 @@ __all__ = ["FLOAT_DTYPES", "MAX_PARAMETERS", "Layer", "Params", "check_parameter
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-#: The most weights and biases `init_params` makes: 2**32 (16 GiB in float32). Beyond it
-#: the allocation would fail (MemoryError) or swap for minutes; it is refused up front
-#: with a ValueError naming `sizes`.
-MAX_PARAMETERS: int = 2**32
+#: The most weights and biases `init_params` makes: 2**29 (2 GiB in float32, 4 GiB in
+#: float64). Why so few: the weights are drawn in float64 and then cast (so that float32
+#: and float64 nets from one seed agree), so drawing a float32 net holds up to 12 bytes a
+#: parameter at once (6 GiB at this bound), and training holds several arrays of the
+#: params' size besides (grads, optimizer state, the epoch's buffers). The former bound,
+#: 2**32, let `init_params(0, [65536, 65535])` raise MemoryError, or the OOM killer end
+#: the process, on a 24 GiB machine; beyond this one a size is refused up front with a
+#: ValueError naming `sizes`.
+MAX_PARAMETERS: int = 2**29
 
 
 class Layer(NamedTuple):
@@ -109,6 +114,7 @@ def init_params(
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         limit = np.sqrt(6.0 / (n_in + n_out))
-        w = rng.uniform(-limit, limit, size=(int(n_in), int(n_out))).astype(dt)
+        # copy=False: a float64 net keeps the draw itself (no second float64 copy).
+        w = rng.uniform(-limit, limit, size=(int(n_in), int(n_out))).astype(dt, copy=False)
         layers.append(Layer(freeze(w), freeze(np.zeros(int(n_out), dtype=dt))))
     return tuple(layers)

@@ -51,6 +51,8 @@ def read_run_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     if path.is_dir():
         path = path / "config.json"
     where = f"config file {path}"
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise ValueError(f"{where}: expected a regular file, got another kind of file")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

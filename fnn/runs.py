@@ -18,9 +18,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .activations import ACTIVATIONS
-from .checkpoint import read_checkpoint
+from .checkpoint import CheckpointError, read_checkpoint
+from .hyperparams import INT_MAX
 from .run_config import DATA_KEYS
-from .scaling import apply_scaling
+from .scaling import SCALES, apply_scaling, check_scale, check_scaling
 from .train import TrainConfig, TrainState, evaluate
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "load_run_data",
     "load_saved_run",
     "predict_files",
+    "run_options",
 ]
 
 CHECKPOINT = "checkpoint.npz"
@@ -89,13 +91,64 @@ class SavedRun(NamedTuple):
 
 def load_saved_run(path: str | os.PathLike) -> SavedRun:
     """The run in a folder (its CHECKPOINT) or a checkpoint file (e.g. RUN/best.npz).
-    A missing or foreign file raises fnn.CheckpointError (a ValueError)."""
+    A missing or foreign file raises fnn.CheckpointError (a ValueError), and so does
+    metadata that is not a run's (`run_options`)."""
     ckpt = checkpoint_path(path)
     state, extra = read_checkpoint(ckpt)
-    options = {**DATA_DEFAULTS, **{k: extra[k] for k in DATA_KEYS if k in extra}}
-    options["scaling"] = extra.get("scaling", {"kind": "pixel"})
-    options["image_shape"] = extra.get("image_shape")
+    options = run_options(extra, ckpt, state.config.sizes[0])
+    if options["scaling"] is None:  # a checkpoint from before scaling was recorded
+        options["scaling"] = {"kind": "pixel"}
     return SavedRun(ckpt, state, options)
+
+
+def _option_ok(key: str, value: Any) -> bool:
+    if key == "dataset":
+        return value is None or isinstance(value, str)
+    if key == "limit":
+        return value is None or (not isinstance(value, bool) and isinstance(value, int)
+                                 and 1 <= value <= INT_MAX)
+    return isinstance(value, str)  # the column and split names
+
+
+def run_options(extra: dict[str, Any], path: str | os.PathLike,
+                n_features: int) -> dict[str, Any]:
+    """The data options (defaults filled in), "scaling" and "image_shape" (None where a
+    checkpoint from before them lacks them) of a checkpoint's extra metadata, for a
+    network of n_features inputs. The file is untrusted: a value that is not what `fnn
+    train` writes raises CheckpointError "{path}: extra.{field}: expected ..., got ..."."""
+    def fail(field: str, expected: str, value: Any) -> CheckpointError:
+        return CheckpointError(f"{path}: extra.{field}: expected {expected}, got "
+                               f"{value!r:.80}")
+
+    options = {**DATA_DEFAULTS, **{k: extra[k] for k in DATA_KEYS if k in extra}}
+    for key, value in options.items():
+        if key == "scale":
+            try:
+                check_scale(value)
+            except ValueError:
+                raise fail(key, f"one of {SCALES} or a positive number", value) from None
+        elif not _option_ok(key, value):
+            what = {"dataset": "a str or null",
+                    "limit": f"null or an int in [1, {INT_MAX}]"}.get(key, "a str")
+            raise fail(key, what, value)
+    scaling = extra.get("scaling")
+    if scaling is not None:
+        try:
+            check_scaling(scaling, f"{path}: extra.scaling")
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+        if scaling["kind"] == "standardize" and len(scaling["mean"]) != n_features:
+            raise CheckpointError(f"{path}: extra.scaling.mean: expected statistics of the "
+                                  f"network's {n_features} inputs, got "
+                                  f"{len(scaling['mean'])} values")
+    shape = extra.get("image_shape")
+    if shape is not None and not (
+            isinstance(shape, list) and len(shape) == 2
+            and all(not isinstance(s, bool) and isinstance(s, int) and s >= 1 for s in shape)
+            and shape[0] * shape[1] == n_features):
+        raise fail("image_shape", f"[height, width] of the network's {n_features} inputs",
+                   shape)
+    return {**options, "scaling": scaling, "image_shape": shape}
 
 
 class EvalResult(NamedTuple):

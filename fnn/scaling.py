@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCALES", "apply_scaling", "fit_scaling", "range_warning"]
+__all__ = ["SCALES", "apply_scaling", "check_scale", "check_scaling", "fit_scaling",
+           "range_warning"]
 
 SCALES = ("pixel", "standardize")  # or a number: the largest value the data is stored as
 PIXEL_MAX = 255.0
@@ -45,31 +46,74 @@ def fit_scaling(scale: str | float, x_train: np.ndarray, rows: Any = None) -> di
         # float() of a float32 is exact, and JSON keeps float64s exactly: eval gets the bits.
         return {"kind": "standardize", "mean": [float(v) for v in mean],
                 "std": [float(v) for v in std]}
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 \
-            or not np.isfinite(scale):
-        raise ValueError(f"scale: expected one of {SCALES} or a positive number, got {scale!r}")
-    return {"kind": "divide", "max": float(scale)}
+    return {"kind": "divide", "max": float(check_scale(scale))}
+
+
+def check_scale(scale: Any, name: str = "scale") -> str | float:
+    """A `scale` option: one of SCALES or a positive finite number; else ValueError."""
+    if isinstance(scale, str) and scale in SCALES:
+        return scale
+    if not _positive(scale):
+        raise ValueError(f"{name}: expected one of {SCALES} or a positive number, got "
+                         f"{scale!r:.80}")
+    return scale
+
+
+def _finite(value: Any) -> bool:
+    """A finite number of JSON's (an int too: 1e400 is not a float, but 10**400 is an int)."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and -1e308 < value < 1e308)
+
+
+def _positive(value: Any) -> bool:
+    return _finite(value) and value > 0
+
+
+def check_scaling(spec: Any, name: str = "scaling") -> dict[str, Any]:
+    """A Scaling spec as `fit_scaling` makes it (it may come from an untrusted file):
+    its kind, and its max (a positive number) or its mean and std (lists of finite
+    numbers of one length, std positive). Anything else raises ValueError naming
+    `name`.field; returns the spec."""
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    fields = {"pixel": {"kind"}, "divide": {"kind", "max"},
+              "standardize": {"kind", "mean", "std"}}.get(kind)
+    if fields is None:
+        raise ValueError(f"{name}: expected a spec of kind 'pixel', 'divide' or "
+                         f"'standardize', got {spec!r:.80}")
+    if set(spec) != fields:
+        raise ValueError(f"{name}: expected the keys {sorted(fields)} for kind {kind!r}, "
+                         f"got {sorted(spec)}")
+    if kind == "divide" and not _positive(spec["max"]):
+        raise ValueError(f"{name}.max: expected a positive number, got {spec['max']!r:.80}")
+    if kind == "standardize":
+        for field, ok in (("mean", _finite), ("std", _positive)):
+            values = spec[field]
+            if not isinstance(values, list) or not values or not all(map(ok, values)):
+                what = "finite numbers" if field == "mean" else "positive numbers"
+                raise ValueError(f"{name}.{field}: expected a list of {what}, got "
+                                 f"{values!r:.80}")
+        if len(spec["mean"]) != len(spec["std"]):
+            raise ValueError(f"{name}.std: expected {len(spec['mean'])} values (as mean), "
+                             f"got {len(spec['std'])}")
+    return spec
 
 
 def apply_scaling(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """x: (n, d) as loaded (pixels / 255) -> the network's input, same dtype and shape.
-    A spec that does not fit x (another kind, or statistics of another width) raises
-    ValueError."""
-    kind = spec.get("kind") if isinstance(spec, dict) else None
+    A spec that does not fit x (not one `check_scaling` takes, or statistics of another
+    width) raises ValueError."""
+    kind = check_scaling(spec)["kind"]
     if kind == "pixel":
         return x
     if kind == "divide":
         # pixels / 255 rounds to the nearest float, so rint recovers the stored integers.
         return np.divide(np.rint(x * PIXEL_MAX), x.dtype.type(spec["max"]), dtype=x.dtype)
-    if kind == "standardize":
-        mean = np.array(spec["mean"], dtype=x.dtype)
-        std = np.array(spec["std"], dtype=x.dtype)
-        if mean.shape != (x.shape[1],) or std.shape != mean.shape:
-            raise ValueError(f"scaling: statistics of {mean.size} features, got x of "
-                             f"{x.shape[1]} features")
-        return (x - mean) / std
-    raise ValueError(f"scaling: expected a spec of kind 'pixel', 'divide' or 'standardize', "
-                     f"got {spec!r:.80}")
+    mean = np.array(spec["mean"], dtype=x.dtype)
+    std = np.array(spec["std"], dtype=x.dtype)
+    if mean.shape != (x.shape[1],):
+        raise ValueError(f"scaling: statistics of {mean.size} features, got x of "
+                         f"{x.shape[1]} features")
+    return (x - mean) / std
 
 
 def range_warning(x_train: np.ndarray, scale: str | float) -> str | None:

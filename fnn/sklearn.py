@@ -270,17 +270,32 @@ class MLPRegressor(RegressorMixin, _FnnEstimator):
         ndim, y = y.ndim, y.reshape(len(y), -1).astype(np.float64)
         if reset:
             # The network learns standardized targets (per output), whatever their scale:
-            # the defaults' lr suits unit variance, and predict maps back.
+            # the defaults' lr suits unit variance, and predict maps back. The arithmetic
+            # is in units of a power of two near each output's largest |y| (exact, so the
+            # same bits as in y's units), where a sum of squares cannot overflow: in y's
+            # units, targets of 1e200 had an inf std and all became 0.
             self._y_ndim = ndim
-            self._y_mean = y.mean(axis=0)
-            std = y.std(axis=0)
+            self._y_unit = _power_of_two_unit(y)
+            u = y / self._y_unit
+            self._y_mean = u.mean(axis=0) * self._y_unit
+            std = u.std(axis=0) * self._y_unit
             self._y_scale = np.where(std > 0, std, 1.0)
         elif y.shape[1] != len(self._y_mean):
             raise ValueError(
                 f"y: expected the first call's number of outputs, {len(self._y_mean)}, got "
                 f"{y.shape[1]}"
             )
-        return x, np.ascontiguousarray((y - self._y_mean) / self._y_scale, dtype=dtype)
+        unit = self._y_unit
+        with np.errstate(over="ignore", invalid="ignore"):
+            t = ((y / unit - self._y_mean / unit) / (self._y_scale / unit)).astype(dtype)
+        if not np.isfinite(t).all():
+            bad = np.argwhere(~np.isfinite(t))[0]
+            raise ValueError(
+                f"y: expected targets that standardized (mean {self._y_mean.tolist()}, std "
+                f"{self._y_scale.tolist()}, from the first fit) fit in {np.dtype(dtype)}, "
+                f"got {y[tuple(bad)]!r} at index {tuple(int(i) for i in bad)}"
+            )
+        return x, np.ascontiguousarray(t)
 
     def fit(self, X: Any, y: Any) -> MLPRegressor:
         """Train from scratch on X: (n, n_features), y: (n,) or (n, n_outputs); returns self."""
@@ -307,6 +322,13 @@ class MLPRegressor(RegressorMixin, _FnnEstimator):
 def _dtype(dtype: Any) -> Any:
     # validate_data casts to this; an unknown dtype is left for TrainConfig to name.
     return np.dtype(dtype) if dtype in ("float32", "float64", np.float32, np.float64) else None
+
+
+def _power_of_two_unit(y: np.ndarray) -> np.ndarray:
+    """Per column of finite y (n, d): a power of two in (max |y| / 2, max |y|] (1 for a
+    zero column), so that y / unit lies in [-2, 2] and scaling by it is exact."""
+    _, exponent = np.frexp(np.abs(y).max(axis=0))
+    return np.where(np.abs(y).max(axis=0) > 0, np.ldexp(1.0, exponent - 1), 1.0)
 
 
 def _hidden(hidden: Any) -> tuple[int, ...]:

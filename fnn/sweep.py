@@ -38,6 +38,14 @@ spawned, fresh interpreters that load data and kernels themselves; a script call
 The run-folder files are written with `fnn.cli`'s helpers, imported inside functions:
 `fnn.cli` imports the package's top (for __version__), which imports this module.
 
+Limits, checked before any run starts or any file is written: at most MAX_RUNS runs
+(grid points times seeds; each is a folder and a row of runs.csv, which is rewritten as
+each run ends), seeds in HYPERPARAMS["seed"]'s range, at most MAX_JOBS workers (each a
+process; a pool never starts more workers than it has runs). The data are checked once
+here, as every run would check them (shapes, labels, finite values once cast to each
+run's dtype, a test split to measure, a batch to train on): a bad array is the caller's
+error, not a sweep of failed runs.
+
 Validation: each run is `fit` with its config's `val_fraction` (TrainConfig's default
 1/12, or a grid key), so fit holds out its own seeded validation part of the training
 examples, evaluates on it, and measures the test split once at the end; `_run_metrics`
@@ -67,6 +75,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .checkpoint import CheckpointError, atomic_write, read_checkpoint
+from .hyperparams import check_hyperparam
+from .params import Layer
 from .run_config import config_json
 from .runs import DATA_DEFAULTS, load_run_data
 from .train import (
@@ -75,14 +85,19 @@ from .train import (
     TrainState,
     check_config,
     fit,
+    make_config_model,
+    make_optimizer,
+    steps_per_epoch,
     validation_split,
 )
-from .validate import check_int, check_real
+from .validate import check_int, check_real, check_x, shown
 
 if TYPE_CHECKING:  # the pool's module imports multiprocessing: only when a sweep runs
     from concurrent.futures import ProcessPoolExecutor
 
 __all__ = [
+    "MAX_JOBS",
+    "MAX_RUNS",
     "METRICS",
     "ConfigSummary",
     "RunResult",
@@ -93,6 +108,11 @@ __all__ = [
     "sweep",
 ]
 
+#: The most runs (grid points times seeds) a sweep takes: each run is a folder, and
+#: runs.csv, rewritten as each run ends, has a row per run.
+MAX_RUNS: int = 10_000
+#: The most worker processes (`jobs`, and `dask_executor`'s local `n_workers`).
+MAX_JOBS: int = 1024
 #: What each run measures, in runs.csv's and the summaries' order.
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "seconds")
 RESULT = "result.json"
@@ -182,23 +202,41 @@ class _Task(NamedTuple):
 
 # ---------------------------------------------------------------- grid and seeds
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0-4' -> (0, 1, 2, 3, 4); '0,3,7' -> (0, 3, 7); '5' -> (5,); ranges and lists mix."""
+    """'0-4' -> (0, 1, 2, 3, 4); '0,3,7' -> (0, 3, 7); '5' -> (5,); ranges and lists mix.
+    At most MAX_RUNS seeds, each in HYPERPARAMS["seed"]'s range (ValueError otherwise)."""
     seeds: list[int] = []
     for part in text.split(","):
         lo, sep, hi = part.strip().partition("-")
         try:
             first, last = int(lo), int(hi if sep else lo)
         except ValueError:
-            raise ValueError(f"seeds: expected seeds such as 0-4 or 0,1,2, got {text!r}") from None
+            raise ValueError(f"seeds: expected seeds such as 0-4 or 0,1,2, got "
+                             f"{_clip(text)!r}") from None
+        check_hyperparam("seed", first, "seeds")
+        check_hyperparam("seed", last, "seeds")
+        if len(seeds) + max(0, last - first + 1) > MAX_RUNS:
+            raise ValueError(f"seeds: expected at most {MAX_RUNS} seeds "
+                             f"(fnn.sweep.MAX_RUNS), got {_clip(text)!r}")
         seeds.extend(range(first, last + 1))
     return tuple(seeds)
+
+
+def _clip(text: str, size: int = 60) -> str:
+    return text if len(text) <= size else f"{text[:size]}..."
 
 
 def _check_seeds(seeds: Any) -> tuple[int, ...]:
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, range)):
         raise TypeError(f"seeds: expected a sequence of ints such as range(5), got "
                         f"{type(seeds).__name__} {seeds!r}")
-    out = tuple(check_int(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds))
+    try:
+        count = len(seeds)
+    except OverflowError:  # a range longer than sys.maxsize
+        count = math.inf
+    if count > MAX_RUNS:
+        raise ValueError(f"seeds: expected at most {MAX_RUNS} seeds (fnn.sweep.MAX_RUNS), "
+                         f"got {'more than sys.maxsize' if count == math.inf else count}")
+    out = tuple(check_hyperparam("seed", s, f"seeds[{i}]") for i, s in enumerate(seeds))
     if not out:
         raise ValueError("seeds: expected at least one seed, got an empty sequence")
     if len(set(out)) != len(out):
@@ -239,6 +277,10 @@ def _check_grid(base: TrainConfig, grid: Any) -> tuple[list[str], list[dict], li
             raise ValueError(f"grid[{key!r}]: expected at least one value, got none")
     if "hidden" in keys and "sizes" in keys:
         raise ValueError("grid: expected 'hidden' or 'sizes', got both")
+    n_points = math.prod(len(grid[k]) for k in keys)
+    if n_points > MAX_RUNS:
+        raise ValueError(f"grid: expected at most {MAX_RUNS} points (fnn.sweep.MAX_RUNS), "
+                         f"got {n_points}")
     points, configs = [], []
     for combo in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, combo))
@@ -291,6 +333,30 @@ def _dataset(data: Any, limit: int | None) -> tuple[str | None, tuple[np.ndarray
     if limit is not None:
         arrays = (arrays[0][:limit], arrays[1][:limit], *arrays[2:])
     return None, arrays
+
+
+def _check_data(arrays: tuple[np.ndarray, ...], configs: Sequence[TrainConfig]) -> None:
+    """The checks fit makes of the data, made once here for every kind of run (its
+    dtype, classes and loss), so that bad data are refused before any run starts."""
+    names = ("x_train", "y_train", "x_test", "y_test")
+    kinds = {(c.dtype, c.sizes[0], c.sizes[-1], make_config_model(c).loss) for c in configs}
+    for dtype_name, d_in, k, loss in kinds:
+        dtype = np.dtype(dtype_name)
+        stub = (Layer(np.empty((d_in, k), dtype), np.empty(k, dtype)),)  # check_x reads d_in
+        with np.errstate(over="ignore"):  # a value past float32's range: check_x names it
+            cast = _as_dtype(arrays, dtype_name)
+        for i in (0, 2):
+            x, _ = check_x(cast[i], stub, dtype, f"data.{names[i]}")
+            loss.check_targets(cast[i + 1], x.shape[0], k, False, dtype, f"data.{names[i + 1]}")
+        del cast
+
+
+def _check_jobs(value: Any, name: str) -> int:
+    jobs = check_int(value, name, 1)
+    if jobs > MAX_JOBS:
+        raise ValueError(f"{name}: expected an int <= {MAX_JOBS} (fnn.sweep.MAX_JOBS), got "
+                         f"{shown(jobs)}")
+    return jobs
 
 
 def _load(dataset: str | None, limit: int | None, dtype: str) -> tuple[np.ndarray, ...]:
@@ -526,6 +592,7 @@ def _execute(tasks: list[_Task], executor: Executor | None, jobs: int,
         before()  # the workers fork from this process: with its compiled kernels
     else:
         loaded.clear()  # spawned workers load their own: the parent keeps no copy meanwhile
+    jobs = min(jobs, len(tasks))  # no idle workers
     pool: Any = _process_pool(jobs, arrays, method, loaded) if own else executor
     if not own and arrays is not None:
         tasks = [t._replace(arrays=arrays) for t in tasks]  # no initializer on a foreign pool
@@ -692,7 +759,8 @@ def sweep(
         "lr": [0.05, 0.1]}; the points are the product, in the given order. "hidden"
         sets the hidden widths between base_config.sizes[0] and [-1]. Every point is
         checked with `check_config` before any run starts (errors name the point).
-    seeds: the seeds, e.g. range(5): distinct ints >= 0.
+    seeds: the seeds, e.g. range(5): distinct ints in HYPERPARAMS["seed"]'s range; at most
+        MAX_RUNS runs in all (grid points times seeds).
     executor: where runs go: None for a pool of `jobs` processes on this machine, or any
         concurrent.futures.Executor (e.g. `dask_executor(...)`'s). It is not shut down.
     out: the sweep's folder (created); each run gets a sub-folder named by its grid
@@ -702,7 +770,10 @@ def sweep(
         (x_train, y_train, x_test, y_test); sent once to each pool worker, and with each
         run to a foreign executor).
     limit: train on the first `limit` training examples only (before the hold-out).
-    jobs: pool size (default: os.cpu_count()); ignored with an executor.
+    The data are checked here as each run would check them (ValueError or TypeError
+    naming data.x_train, ...), before any run starts or any file is written.
+    jobs: pool size, at most MAX_JOBS (default: os.cpu_count(), within MAX_JOBS; never
+        more workers than runs); ignored with an executor.
     checkpoint_every: None saves a run's checkpoint when it ends; 0 also at each epoch
         end, N also every N steps, so that an interrupted run resumes mid-way (the same
         bits; the steps still run in fit's compiled chunks).
@@ -718,28 +789,46 @@ def sweep(
     if executor is not None and not isinstance(executor, Executor):
         raise TypeError(f"executor: expected a concurrent.futures.Executor or None, got "
                         f"{type(executor).__name__}")
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out: expected a folder path, got {type(out).__name__}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: expected a folder (or a path to make one at), got the file "
+                         f"{str(out)!r}")
     if limit is not None:
         limit = check_int(limit, "limit", 1)
-    jobs = check_int((os.cpu_count() or 1) if jobs is None else jobs, "jobs", 1)
+    if len(points) * len(seeds) > MAX_RUNS:
+        raise ValueError(f"runs: expected at most {MAX_RUNS} (fnn.sweep.MAX_RUNS), got "
+                         f"{len(points) * len(seeds)} ({len(points)} grid points times "
+                         f"{len(seeds)} seeds)")
+    jobs = _check_jobs(min(os.cpu_count() or 1, MAX_JOBS) if jobs is None else jobs, "jobs")
     if checkpoint_every is not None:
         checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 0)
     if on_run is not None and not callable(on_run):
         raise TypeError(f"on_run: expected a callable or None, got {type(on_run).__name__}")
     dataset, arrays = _dataset(data, limit)
     here = arrays if arrays is not None else _load(dataset, limit, base.dtype)
-    d_in = here[0].shape[1] if here[0].ndim == 2 else None
+    for name, x in (("x_train", here[0]), ("x_test", here[2])):
+        if x.ndim != 2:
+            raise ValueError(f"data.{name}: expected a 2-d array (n, d_in), got shape "
+                             f"{x.shape}")
+    d_in = here[0].shape[1]
     for point, config in zip(points, configs):
         if config.sizes[0] != d_in:
             raise ValueError(f"grid[{_label(point)}]: config.sizes[0]: expected the data's "
                              f"{d_in} features, got {config.sizes[0]}")
-    for point, config in zip(points, configs):  # a hold-out that leaves nothing to train on
+    _check_data(here, configs)
+    for point, config in zip(points, configs):  # no batch to train on, every run alike
         try:
-            validation_split(here[0].shape[0], config.val_fraction, 0)
-        except ValueError as exc:
-            raise ValueError(f"grid[{_label(point)}]: {exc}") from None
+            n_train = validation_split(here[0].shape[0], config.val_fraction, 0)[0].shape[0]
+            if steps_per_epoch(n_train, config.batch_size, config.drop_last) == 0:
+                raise ValueError(f"config.batch_size: expected at most the {n_train} "
+                                 f"training examples with drop_last, got {config.batch_size}")
+            make_optimizer(config, n_train)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"grid[{_label(point)}]: {exc}") from None
     data_key = _data_key(here)
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sweep_json = json.dumps({
         "base_config": {**base._asdict(), "sizes": list(base.sizes)},
@@ -820,7 +909,7 @@ def dask_executor(address: str, *, n_workers: int = 2,
     if not isinstance(address, str) or not address:
         raise TypeError(f"address: expected a Dask scheduler address or 'local', got "
                         f"{address!r}")
-    n_workers = check_int(n_workers, "n_workers", 1)
+    n_workers = _check_jobs(n_workers, "n_workers")
     timeout = check_real(_DASK_TIMEOUT if timeout is None else timeout, "timeout", 0.0,
                          math.inf, lo_open=True, hi_open=True)
     try:

@@ -29,10 +29,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .backends import get_backend, get_ops
-from .batching import batch_indices
+from .batching import MAX_EXAMPLES, batch_indices
 from .dropout import step_key
 from .epoch import compiled_optimizer, run_steps
-from .hyperparams import HYPERPARAMS, OPTIMIZERS, SCHEDULES
+from .hyperparams import HYPERPARAMS, OPTIMIZERS, SCHEDULES, Int
 from .interrupts import SigintDeferral, deferred_sigint
 from .mlp import backprop_unchecked, output_unchecked
 from .model import Model, make_model
@@ -49,8 +49,8 @@ from .optim import (
     sgd,
     step_decay,
 )
-from .params import Params, check_parameter_count, init_params
-from .validate import check_int, check_params, check_real, check_x
+from .params import Layer, Params, check_parameter_count, freeze, init_params
+from .validate import check_int, check_params, check_real, check_x, shown
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -65,6 +65,7 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "check_config",
+    "check_train_state",
     "evaluate",
     "fit",
     "make_optimizer",
@@ -465,6 +466,9 @@ def validation_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray
     val_fraction 0 holds out nothing.
     """
     n = check_int(n, "n", 1)
+    if n > MAX_EXAMPLES:
+        raise ValueError(f"n: expected an int <= {MAX_EXAMPLES} (fnn.batching.MAX_EXAMPLES), "
+                         f"got {shown(n)}")
     val_fraction = check_real(val_fraction, "val_fraction", 0.0, 1.0, hi_open=True)
     seed = check_int(seed, "seed", 0)
     n_val = round(n * val_fraction)
@@ -490,7 +494,14 @@ def rng_from_state(state: dict) -> np.random.Generator:
             f"{_BIT_GENERATORS}, got {type(state).__name__} naming {name!r}"
         )
     bit_generator = getattr(np.random, name)()
-    bit_generator.state = state
+    try:
+        bit_generator.state = state
+    except Exception as exc:  # NumPy's own checks of a state dict raise many types
+        shown = repr(state)
+        raise ValueError(
+            f"rng_state: expected a {name} state as its bit_generator.state gives it "
+            f"({type(exc).__name__}: {exc}), got {shown[:80]}{'...' if len(shown) > 80 else ''}"
+        ) from None
     return np.random.Generator(bit_generator)
 
 
@@ -516,10 +527,7 @@ def _check_position(state: TrainState, per_epoch: int) -> None:
         raise ValueError(f"resume.epoch: expected at most config.epochs="
                          f"{state.config.epochs} epochs done, got {state.epoch}")
     h = state.history
-    if not isinstance(h, History) or any(not isinstance(a, np.ndarray) or a.ndim != 1
-                                         for a in h):
-        raise TypeError(f"resume.history: expected an fnn.train.History of 1-d arrays, got "
-                        f"{type(h).__name__}")
+    _check_history_type(h, "resume.history")
     if h.loss.shape[0] != h.lr.shape[0] or h.loss.shape[0] > state.step:
         raise ValueError(f"resume.history: expected as many losses as lrs, at most one per "
                          f"step ({state.step}), got {h.loss.shape[0]} and {h.lr.shape[0]}")
@@ -529,9 +537,85 @@ def _check_position(state: TrainState, per_epoch: int) -> None:
                          f"{sorted(evals)}")
 
 
+#: A step, epoch, batch or optimizer step count: an int in [0, INT_MAX].
+_COUNT = Int(0)
+
+
+def _check_history_type(h: Any, name: str) -> None:
+    if not isinstance(h, History) or any(not isinstance(a, np.ndarray) or a.ndim != 1
+                                         for a in h):
+        raise TypeError(f"{name}: expected an fnn.train.History of 1-d arrays, got "
+                        f"{type(h).__name__}")
+
+
+def _check_scalars(state: TrainState, name: str) -> dict[str, Any]:
+    """The scalar fields of `state` (named `name`) checked on their own: step, epoch and
+    batch ints in [0, INT_MAX], elapsed finite seconds >= 0, the test metrics reals or
+    nan, data_fingerprint a str, rng_state a bit generator's state. Returns the number
+    fields as Python ints and floats (NumPy scalars are taken: JSON takes neither)."""
+    out: dict[str, Any] = {}
+    for field in ("step", "epoch", "batch"):
+        out[field] = _COUNT.check(getattr(state, field),
+                                                       f"{name}.{field}")
+    out["elapsed"] = check_real(state.elapsed, f"{name}.elapsed", 0.0, math.inf,
+                                hi_open=True)
+    for field in ("test_loss", "test_accuracy"):
+        value = getattr(state, field)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                             np.floating)):
+            raise _fail_type(f"{name}.{field}", "a real number (nan: not measured)", value)
+        try:
+            out[field] = float(value)
+        except OverflowError:  # an int beyond a float's range (10**400)
+            out[field] = math.inf
+        if math.isinf(out[field]):
+            raise ValueError(f"{name}.{field}: expected a finite number or nan (not "
+                             f"measured), got {value}")
+    if not isinstance(state.data_fingerprint, str):
+        raise _fail_type(f"{name}.data_fingerprint", "a str", state.data_fingerprint)
+    try:
+        rng_from_state(state.rng_state)
+    except ValueError as exc:
+        raise ValueError(f"{name}.{exc}") from None
+    return out
+
+
+def check_train_state(state: Any, name: str = "state") -> TrainState:
+    """Check a TrainState on its own (not against data, which fit does): its config a
+    valid TrainConfig, params (finite or not) of the config's sizes and dtype, the
+    optimizer state the config's optimizer makes for them, the scalar fields in range
+    and a History of 1-d arrays. Raises TypeError or ValueError naming `name`.field;
+    returns the state with its config normalised (`check_config`) and plain Python ints
+    and floats in its scalar fields."""
+    if not isinstance(state, TrainState):
+        raise _fail_type(name, "an fnn.train.TrainState", state)
+    try:
+        config = check_config(state.config)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}.{exc}") from None
+    dtype = check_params(state.params, f"{name}.params", finite=False)
+    sizes = (state.params[0].w.shape[0], *(p.w.shape[1] for p in state.params))
+    if sizes != config.sizes or dtype.name != config.dtype:
+        raise ValueError(f"{name}.params: expected sizes {config.sizes} of dtype "
+                         f"{config.dtype} ({name}.config), got {sizes} of {dtype}")
+    # The state type and empty slots the config's optimizer makes, from a tiny network.
+    tiny = tuple(Layer(freeze(np.zeros((1, 1))), freeze(np.zeros(1))) for _ in state.params)
+    template = make_optimizer(config._replace(schedule="constant"), 1)[0].init(tiny)
+    check_state(state.opt_state, type(template), state.params, empty_slots(template),
+                f"{name}.opt_state")
+    count = _COUNT.check(state.opt_state.count,
+                                              f"{name}.opt_state.count")
+    _check_history_type(state.history, f"{name}.history")
+    return state._replace(config=config, opt_state=state.opt_state._replace(count=count),
+                          **_check_scalars(state, name))
+
+
 def _check_resume(state: Any, config: TrainConfig | None) -> TrainConfig:
     if not isinstance(state, TrainState):
         raise _fail_type("resume", "an fnn.train.TrainState", state)
+    if not isinstance(state.config, TrainConfig):
+        raise _fail_type("resume.config", "an fnn.train.TrainConfig", state.config)
+    _check_scalars(state, "resume")  # (the loop reads them as they are)
     if config is None:
         return state.config
     config = check_config(config)

@@ -17,6 +17,7 @@ __all__ = [
     "as_array",
     "check_dtype",
     "check_grads",
+    "check_in_dtype",
     "check_int",
     "check_lr",
     "check_params",
@@ -25,6 +26,7 @@ __all__ = [
     "check_xy",
     "check_y",
     "describe",
+    "real_as_float",
     "shown",
 ]
 
@@ -59,6 +61,8 @@ def check_params(params: Any, name: str = "params", *, finite: bool = True) -> n
         w, b = layer
         if isinstance(w, np.matrix) or isinstance(b, np.matrix):
             raise TypeError(f"{where}: expected plain ndarrays w and b, got np.matrix")
+        for field, a in (("w", w), ("b", b)):
+            _refuse_subclass(a, f"{where}.{field}")  # a masked array
         if not isinstance(w, np.ndarray) or w.ndim != 2:
             raise TypeError(f"{where}.w: expected a 2-d ndarray (d_in, d_out), got {describe(w)}")
         if not isinstance(b, np.ndarray) or b.ndim != 1:
@@ -104,13 +108,24 @@ def check_grads(grads: Any, params: Params, name: str = "grads") -> None:
         if not isinstance(g, Layer):
             raise TypeError(f"{name}[{i}]: expected an fnn.Layer(w, b), got {describe(g)}")
         for field, ga, pa in (("w", g.w, p.w), ("b", g.b, p.b)):
-            if isinstance(ga, np.matrix):
-                raise TypeError(f"{name}[{i}].{field}: expected a plain ndarray, got np.matrix")
+            _refuse_subclass(ga, f"{name}[{i}].{field}")
             if not isinstance(ga, np.ndarray) or ga.shape != pa.shape or ga.dtype != pa.dtype:
                 raise ValueError(
                     f"{name}[{i}].{field}: expected shape {pa.shape} and dtype {pa.dtype} "
                     f"like params, got {describe(ga)}"
                 )
+
+
+def _refuse_subclass(value: Any, name: str) -> None:
+    """The ndarray subclasses `as_array` refuses, refused in params and grads too: the
+    Numba kernels cannot type a masked array, and NumPy's arithmetic would return one
+    (or an np.matrix) as new params."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name}: expected a plain ndarray, got a masked array (its masked "
+                        f"entries would be used as data); pass value.filled(...)")
+    if isinstance(value, np.matrix):
+        raise TypeError(f"{name}: expected a plain ndarray, got np.matrix; pass "
+                        f"np.asarray(value)")
 
 
 def as_array(value: Any, name: str) -> np.ndarray:
@@ -120,11 +135,7 @@ def as_array(value: Any, name: str) -> np.ndarray:
     (its rows and products are not an ndarray's), and anything NumPy cannot make one
     rectangular array of (a ragged list). Other ndarray subclasses (np.memmap) pass.
     """
-    if isinstance(value, np.ma.MaskedArray):
-        raise TypeError(f"{name}: expected a plain ndarray, got a masked array (its masked "
-                        f"entries would be used as data); pass value.filled(...)")
-    if isinstance(value, np.matrix):
-        raise TypeError(f"{name}: expected a plain ndarray, got np.matrix; pass np.asarray(value)")
+    _refuse_subclass(value, name)
     if isinstance(value, np.ndarray):
         return value
     try:
@@ -220,17 +231,38 @@ def check_xy(x: Any, y: Any, params: Any) -> tuple[np.ndarray, np.ndarray, np.dt
     return x2, check_y(y, x2.shape[0], params[-1].w.shape[1], single), dtype
 
 
-def check_lr(lr: Any, name: str = "lr") -> float:
-    """Check a learning rate: a finite, positive real number."""
+def check_lr(lr: Any, name: str = "lr", dtype: np.dtype | None = None) -> float:
+    """Check a learning rate: a finite, positive real number and, given the params'
+    `dtype`, one that dtype holds (see `check_in_dtype`)."""
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a positive float, got {type(lr).__name__} {lr!r}")
-    v = _as_float(lr)
+    v = real_as_float(lr)
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name}: expected a finite, positive float, got {shown(lr)}")
-    return v
+    return v if dtype is None else check_in_dtype(v, dtype, name)
 
 
-def _as_float(value: Any) -> float:
+def check_in_dtype(value: float, dtype: np.dtype, name: str, *, zero_ok: bool = False
+                   ) -> float:
+    """`value` (a finite float, checked already), refused with a ValueError naming `name`
+    when the params' `dtype` cannot hold it: the updates multiply arrays of that dtype by
+    it, so NumPy (NEP 50) and the kernels round it to the dtype first, and 1e39 would
+    become inf in float32 (NaN params, silently) and 1e-50 a 0 (no update at all).
+    A non-zero value that rounds to 0 passes only when `zero_ok`. Returned unchanged."""
+    info = np.finfo(dtype)
+    if float(info.smallest_subnormal) <= abs(value) <= float(info.max):
+        return value  # held (the usual case: no cast, no errstate, per step)
+    with np.errstate(over="ignore", under="ignore"):
+        held = float(np.dtype(dtype).type(value))
+    if math.isinf(held) or (held == 0 and value != 0 and not zero_ok):
+        lo = "" if zero_ok else f"at least {float(info.smallest_subnormal):g} and "
+        raise ValueError(f"{name}: expected a value that {np.dtype(dtype).name} (the params' "
+                         f"dtype) holds, {lo}at most {float(info.max):g} in magnitude, "
+                         f"got {value:g}")
+    return value
+
+
+def real_as_float(value: Any) -> float:
     """float(value), or inf for an int too large for a float (10**400), so that the
     caller's range check refuses it with a named ValueError instead of an OverflowError."""
     try:
@@ -244,7 +276,7 @@ def check_real(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = F
     """A finite real in [lo, hi], open at either end when asked; returned as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    v = _as_float(value)
+    v = real_as_float(value)
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
     if (

@@ -156,7 +156,7 @@ def test_iterate_batches_pairs_rows():
         (6, 3, np.array([1.0]), TypeError, "rng: expected"),
         (6, 3, "3", TypeError, "rng: expected .*, got str '3'"),
         # Beyond the bound: refused before anything is allocated (was a MemoryError).
-        (10**13, 8, 0, ValueError, r"n: expected an int <= 2147483648 .*, got 10000000000000"),
+        (10**13, 8, 0, ValueError, r"n: expected an int <= 268435456 .*, got 10000000000000"),
         (MAX_EXAMPLES + 1, 8, 0, ValueError, "n: expected an int <= "),
         (2**64, 8, None, ValueError, "n: expected an int <= "),
     ],
