@@ -56,7 +56,7 @@ from .backends import Ops, get_backend, get_ops
 from .hyperparams import Flag, Int
 from .mlp import backprop, forward_unchecked
 from .model import Model, check_key, make_model
-from .params import Layer, Params, freeze, init_params, make_rng
+from .params import MAX_PARAMETERS, Layer, Params, freeze, init_params, make_rng
 from .per_example import per_example_grads_unchecked
 from .validate import (
     as_array,
@@ -811,5 +811,9 @@ def notebook_problem(
     """
     batch = check_int(batch, "batch", 1)
     rng = make_rng(seed)
-    params = init_params(rng, sizes, dtype=np.float64)
+    params = init_params(rng, sizes, dtype=np.float64)  # (sizes checked, and bounded)
+    d_in = params[0].w.shape[0]
+    if batch * d_in > MAX_PARAMETERS:  # x: no more numbers than the largest net's
+        raise ValueError(f"batch: expected at most {MAX_PARAMETERS // d_in} examples of "
+                         f"{d_in} inputs (fnn.params.MAX_PARAMETERS numbers), got {shown(batch)}")
     return params, rng.standard_normal((batch, sizes[0])), rng.integers(0, sizes[-1], batch)

@@ -33,6 +33,11 @@ def _cell(value: float | int | str) -> str:
     return str(value)
 
 
+def _check_regular(path: Path) -> None:
+    if path.exists() and not path.is_file():  # a FIFO would block the run, a folder fail it
+        raise ValueError(f"path: expected a regular file (or none) to write, got {path}")
+
+
 def metrics_csv_callback(path: str | os.PathLike) -> Callback:
     """A `fit` callback writing `path` as described in the module docstring."""
     path = Path(path)
@@ -40,6 +45,7 @@ def metrics_csv_callback(path: str | os.PathLike) -> Callback:
     meta: dict = {}
 
     def append(*rows: tuple) -> None:
+        _check_regular(path)
         with path.open("a", encoding="utf-8") as f:
             for row in rows:
                 f.write(",".join(_cell(v) for v in row) + "\n")
@@ -58,6 +64,7 @@ def metrics_csv_callback(path: str | os.PathLike) -> Callback:
         meta["per_epoch"] = max(1, total_steps // c.epochs)
         meta["split"] = "validation" if c.val_fraction > 0 else "test"
         h = state.history
+        _check_regular(path)
         path.write_text(",".join(COLUMNS) + "\n", encoding="utf-8")
         rows, last = [], 0
         for step, loss, acc, t in zip(h.eval_step.tolist(), h.eval_loss.tolist(),

@@ -50,7 +50,7 @@ from .optim import (
     step_decay,
 )
 from .params import Layer, Params, check_parameter_count, freeze, init_params
-from .validate import check_int, check_params, check_real, check_x, shown
+from .validate import check_in_dtype, check_int, check_params, check_real, check_x, shown
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -346,6 +346,9 @@ def check_config(config: Any) -> TrainConfig:
     if optimizer in ("momentum", "nesterov") and fields["momentum"] == 0:
         raise ValueError(f"config.momentum: optimizer {optimizer!r} needs momentum > 0, got 0")
     check_parameter_count(sizes, "config.sizes")
+    for field in ("lr", "momentum", "weight_decay"):  # each multiplies the params' dtype
+        check_in_dtype(fields[field], np.dtype(fields["dtype"]), f"config.{field}",
+                       zero_ok=field != "lr")
     if fields["backend"] is None:
         fields["backend"] = get_backend()
     config = config._replace(**fields)

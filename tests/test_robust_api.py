@@ -278,3 +278,18 @@ def test_validation_split_bounds_n(n):
     # 2**31 examples needed about 34 GiB at peak (permutation, mask and index arrays).
     with pytest.raises(ValueError, match=r"^n: expected an int <= 268435456 "):
         fnn.validation_split(n, 0.5, 0)
+
+
+def test_notebook_problem_bounds_its_inputs():
+    from fnn.gradcheck import notebook_problem
+
+    with pytest.raises(ValueError, match=r"^batch: expected at most \d+ examples of 4 inputs"):
+        notebook_problem(0, (4, 3, 2), batch=MAX_PARAMETERS // 4 + 1)
+
+
+@pytest.mark.parametrize("field, value", [("lr", 1e39), ("weight_decay", 1e300),
+                                          ("lr", 1e-50)])
+def test_config_reals_must_fit_the_dtype(field, value):
+    config = fnn.TrainConfig(sizes=(4, 3, 2), dtype="float32", **{field: value})
+    with pytest.raises(ValueError, match=rf"^config.{field}: expected a value that float32"):
+        fnn.train.check_config(config)

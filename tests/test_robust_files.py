@@ -318,3 +318,15 @@ def test_check_refuses_a_batch_too_large_to_allocate(capsys, batch):
 def test_check_refuses_inputs_too_large_to_allocate(capsys):
     err = one_line_error(capsys, "check", "--sizes", "100000,3,2", "--batch", 2**30)
     assert "--batch" in err
+
+
+def test_the_metrics_callback_refuses_a_path_that_is_not_a_file(tmp_path):
+    from fnn.metrics_log import metrics_csv_callback
+
+    (tmp_path / "metrics.csv").mkdir()
+    x = np.random.default_rng(0).random((8, 4)).astype(np.float32)
+    y = np.arange(8) % 2
+    with pytest.raises(ValueError, match=r"^path: expected a regular file"):
+        fit(None, (x, y, x, y), TrainConfig(sizes=(4, 3, 2), epochs=1, batch_size=4,
+                                            val_fraction=0),
+            callbacks=[metrics_csv_callback(tmp_path / "metrics.csv")])
