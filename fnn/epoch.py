@@ -114,7 +114,8 @@ def _check_momentum(momentum: Any, dtype: np.dtype) -> float:
     if not 0 < momentum < 1:
         raise ValueError(f"momentum: expected a float in (0, 1) (use sgd_epoch for 0), "
                          f"got {momentum}")
-    return check_in_dtype(float(momentum), dtype, "momentum")
+    # (one that rounds to 0 in the dtype runs as plain SGD: harmless, so not refused)
+    return check_in_dtype(float(momentum), dtype, "momentum", zero_ok=True)
 
 
 class _Epoch(NamedTuple):

@@ -241,7 +241,8 @@ def sgd(
         raise ValueError("nesterov: needs momentum > 0, got momentum=0")
     wd = check_hyperparam("weight_decay", weight_decay)
     empty = () if mu else ("velocity",)
-    reals = {"momentum": (mu, not nesterov), "weight_decay": (wd, True)}
+    # (A momentum that rounds to 0 in the dtype is plain SGD, nesterov's too: harmless.)
+    reals = {"momentum": (mu, True), "weight_decay": (wd, True)}
 
     def init(params: Params) -> SGDState:
         _check_reals(check_params(params, finite=False), schedule, reals)

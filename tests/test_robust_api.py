@@ -203,8 +203,9 @@ def test_lr_beyond_float32_is_refused(net):
             sgd_epoch(p, x, y, np.arange(5), 2, lr)
     with pytest.raises(ValueError, match=r"^lr\[1\]: expected .*float32"):
         sgd_epoch(p, x, y, np.arange(5), 2, np.array([0.1, 1e39, 0.1]))
-    with pytest.raises(ValueError, match=r"^momentum: expected .*float32"):
-        momentum_epoch(p, None, x, y, np.arange(5), 2, 0.1, 1e-50)
+    # A momentum that float32 rounds to 0 is plain SGD: harmless, so it runs.
+    new, _, _ = momentum_epoch(p, None, x, y, np.arange(5), 2, 0.1, 1e-50)
+    assert all(np.isfinite(a).all() for layer in new for a in layer)
     # float64 holds them.
     p64 = fnn.init_params(0, [4, 3, 2], dtype=np.float64)
     fnn.sgd_step(p64, fnn.backprop(p64, x.astype(np.float64), y)[1], 1e-50)
