@@ -500,10 +500,10 @@ def rng_from_state(state: dict) -> np.random.Generator:
     try:
         bit_generator.state = state
     except Exception as exc:  # NumPy's own checks of a state dict raise many types
-        shown = repr(state)
+        text = repr(state)
         raise ValueError(
             f"rng_state: expected a {name} state as its bit_generator.state gives it "
-            f"({type(exc).__name__}: {exc}), got {shown[:80]}{'...' if len(shown) > 80 else ''}"
+            f"({type(exc).__name__}: {exc}), got {text[:80]}{'...' if len(text) > 80 else ''}"
         ) from None
     return np.random.Generator(bit_generator)
 
@@ -558,8 +558,7 @@ def _check_scalars(state: TrainState, name: str) -> dict[str, Any]:
     fields as Python ints and floats (NumPy scalars are taken: JSON takes neither)."""
     out: dict[str, Any] = {}
     for field in ("step", "epoch", "batch"):
-        out[field] = _COUNT.check(getattr(state, field),
-                                                       f"{name}.{field}")
+        out[field] = _COUNT.check(getattr(state, field), f"{name}.{field}")
     out["elapsed"] = check_real(state.elapsed, f"{name}.elapsed", 0.0, math.inf,
                                 hi_open=True)
     for field in ("test_loss", "test_accuracy"):
@@ -606,8 +605,7 @@ def check_train_state(state: Any, name: str = "state") -> TrainState:
     template = make_optimizer(config._replace(schedule="constant"), 1)[0].init(tiny)
     check_state(state.opt_state, type(template), state.params, empty_slots(template),
                 f"{name}.opt_state")
-    count = _COUNT.check(state.opt_state.count,
-                                              f"{name}.opt_state.count")
+    count = _COUNT.check(state.opt_state.count, f"{name}.opt_state.count")
     _check_history_type(state.history, f"{name}.history")
     return state._replace(config=config, opt_state=state.opt_state._replace(count=count),
                           **_check_scalars(state, name))
