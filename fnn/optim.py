@@ -183,14 +183,23 @@ def _check_update(grads: Any, state: Any, params: Any, state_type: type,
     return dtype
 
 
-def _check_reals(dtype: np.dtype, schedule: Schedule, reals: dict[str, tuple[float, bool]]
-                 ) -> None:
-    """The optimizer's reals (name -> (value, whether 0 is allowed)) and its lr at step
-    0 as the params' dtype holds them (`fnn.validate.check_in_dtype`): checked where the
-    dtype is first known, at init and update (`fnn.fit` calls init)."""
-    for name, (value, zero_ok) in reals.items():
-        check_in_dtype(value, dtype, name, zero_ok=zero_ok)
-    _lr_at(schedule, 0, dtype)
+def _reals_checker(schedule: Schedule, reals: dict[str, tuple[float, bool]]
+                   ) -> Callable[[np.dtype], None]:
+    """A check of the optimizer's reals (name -> (value, whether 0 is allowed)) and its
+    lr at step 0 as the params' dtype holds them (`fnn.validate.check_in_dtype`), made
+    where the dtype is first known, at init and update (`fnn.fit` calls init). They are
+    the optimizer's constants, so each dtype is checked once: per update the check
+    cost 6-7 us (a checked sgd update 29 -> 35 us at 784-64-10)."""
+    passed: set[np.dtype] = set()
+
+    def check(dtype: np.dtype) -> None:
+        if dtype not in passed:
+            for name, (value, zero_ok) in reals.items():
+                check_in_dtype(value, dtype, name, zero_ok=zero_ok)
+            _lr_at(schedule, 0, dtype)
+            passed.add(dtype)
+
+    return check
 
 
 def _zeros_like(params: Params) -> Params:
@@ -242,14 +251,14 @@ def sgd(
     wd = check_hyperparam("weight_decay", weight_decay)
     empty = () if mu else ("velocity",)
     # (A momentum that rounds to 0 in the dtype is plain SGD, nesterov's too: harmless.)
-    reals = {"momentum": (mu, True), "weight_decay": (wd, True)}
+    check_reals = _reals_checker(schedule, {"momentum": (mu, True), "weight_decay": (wd, True)})
 
     def init(params: Params) -> SGDState:
-        _check_reals(check_params(params, finite=False), schedule, reals)
+        check_reals(check_params(params, finite=False))
         return SGDState(0, _zeros_like(params) if mu else ())
 
     def update(grads: Params, state: SGDState, params: Params) -> tuple[Params, SGDState]:
-        _check_reals(_check_update(grads, state, params, SGDState, empty), schedule, reals)
+        check_reals(_check_update(grads, state, params, SGDState, empty))
         return update_unchecked(grads, state, params)
 
     def update_unchecked(grads: Params, state: SGDState,
@@ -290,11 +299,11 @@ def adam(
     b2 = check_hyperparam("b2", b2)
     eps = check_hyperparam("eps", eps)
     wd = check_hyperparam("weight_decay", weight_decay)
-    reals = {"b1": (b1, True), "b2": (b2, True), "eps": (eps, False),
-             "weight_decay": (wd, True)}
+    check_reals = _reals_checker(schedule, {"b1": (b1, True), "b2": (b2, True),
+                                            "eps": (eps, False), "weight_decay": (wd, True)})
 
     def init(params: Params) -> AdamState:
-        _check_reals(check_params(params, finite=False), schedule, reals)
+        check_reals(check_params(params, finite=False))
         return AdamState(0, _zeros_like(params), _zeros_like(params))
 
     def step(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr_t: float,
@@ -308,7 +317,7 @@ def adam(
         return freeze(new), freeze(m), freeze(v)
 
     def update(grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
-        _check_reals(_check_update(grads, state, params, AdamState, ()), schedule, reals)
+        check_reals(_check_update(grads, state, params, AdamState, ()))
         return update_unchecked(grads, state, params)
 
     def update_unchecked(grads: Params, state: AdamState,
